@@ -1,0 +1,68 @@
+# Secrets Manager holds everything the tasks need that is not public configuration. ECS injects
+# them as environment variables at task start (see local.service_secrets in ecs.tf).
+#
+# The generated passwords pass through the Terraform state: keep the state encrypted and
+# restricted (see versions.tf). The Stripe secrets are created empty and filled by hand, so
+# their values never touch Terraform.
+
+# ---- one database role per service ------------------------------------------------------------
+
+resource "random_password" "db" {
+  for_each = local.services
+
+  length  = 32
+  special = false # it goes into a URL unescaped
+}
+
+resource "aws_secretsmanager_secret" "db" {
+  for_each = local.services
+
+  name        = "${local.name}/db/${each.key}"
+  description = "PostgreSQL role of the ${each.key} service (its own schema only)"
+}
+
+resource "aws_secretsmanager_secret_version" "db" {
+  for_each = local.services
+
+  secret_id = aws_secretsmanager_secret.db[each.key].id
+  secret_string = jsonencode({
+    username = each.value.pkg
+    password = random_password.db[each.key].result
+    host     = aws_db_instance.this.address
+    port     = aws_db_instance.this.port
+    dbname   = aws_db_instance.this.db_name
+    url      = "postgresql+asyncpg://${each.value.pkg}:${random_password.db[each.key].result}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${aws_db_instance.this.db_name}?ssl=require"
+  })
+}
+
+# ---- Redis ------------------------------------------------------------------------------------
+
+resource "random_password" "redis" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "redis" {
+  name        = "${local.name}/redis"
+  description = "Redis AUTH token and rediss:// URL"
+}
+
+resource "aws_secretsmanager_secret_version" "redis" {
+  secret_id = aws_secretsmanager_secret.redis.id
+  secret_string = jsonencode({
+    token = random_password.redis.result
+    url   = "rediss://:${random_password.redis.result}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379/0"
+  })
+}
+
+# ---- Stripe (billing) -------------------------------------------------------------------------
+
+resource "aws_secretsmanager_secret" "stripe_secret_key" {
+  name        = "${local.name}/stripe/secret-key"
+  description = "Stripe secret API key (set the value with aws secretsmanager put-secret-value)"
+}
+
+resource "aws_secretsmanager_secret" "stripe_webhook_secret" {
+  name        = "${local.name}/stripe/webhook-secret"
+  description = "Stripe webhook signing secret (set the value with aws secretsmanager put-secret-value)"
+}

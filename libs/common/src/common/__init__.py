@@ -1,0 +1,1 @@
+"""Shared code for every Switchboard service (see docs/architecture.md)."""

@@ -1,0 +1,153 @@
+"""The FastAPI app every service starts from: lifespan-built state, middleware, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from common.auth import TokenVerifier
+from common.context import request_id_var
+from common.db import create_engine, create_session_factory
+from common.errors import install_error_handlers
+from common.messaging.kafka import KafkaProbe
+from common.observability import metrics
+from common.observability.logging import setup_logging
+from common.observability.tracing import server_span, setup_tracing
+from common.settings import BaseServiceSettings
+
+access_log = logging.getLogger("switchboard.access")
+_QUIET_PATHS = {"/health", "/ready", "/metrics"}
+Hook = Callable[[FastAPI], Awaitable[Any]]
+_RID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _request_id(header: str | None) -> str:
+    if header and len(header) <= 128 and set(header) <= _RID_OK:
+        return header
+    return uuid.uuid4().hex
+
+
+def create_service_app(
+    settings: BaseServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    on_startup: Sequence[Hook] = (),
+) -> FastAPI:
+    """Build a service app. State (engine, sessions, redis, verifier) is created in lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        setup_logging(settings)
+        setup_tracing(settings)
+        engine = create_engine(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.session_factory = create_session_factory(engine, settings)
+        app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        app.state.kafka_probe = KafkaProbe(settings)
+        app.state.token_verifier = TokenVerifier(settings)
+        async with AsyncExitStack() as stack:
+            for hook in on_startup:
+                result = await hook(app)
+                if hasattr(result, "__aexit__"):
+                    await stack.enter_async_context(result)
+            try:
+                yield
+            finally:
+                await app.state.kafka_probe.close()
+                await app.state.redis.aclose()
+                await engine.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):  # noqa: ANN001
+        rid = _request_id(request.headers.get("x-request-id"))
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = 500
+        try:
+            with server_span(f"{request.method} {request.url.path}", dict(request.headers)):
+                response = await call_next(request)
+                status = response.status_code
+                if request.url.path not in _QUIET_PATHS:
+                    access_log.info(
+                        "request",
+                        extra={
+                            "method": request.method,
+                            "path": request.url.path,
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        },
+                    )
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(request.method, path, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
+            request_id_var.reset(token)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    @app.get("/health", tags=["ops"], include_in_schema=False)
+    async def health() -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"success": True, "data": {"status": "ok", "service": settings.service_name}}
+
+    @app.get("/ready", tags=["ops"], include_in_schema=False)
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: the service's schema is migrated, Redis and Kafka answer."""
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(
+                    text(f'SELECT version_num FROM "{settings.db_schema}".alembic_version')
+                )
+            checks["postgres"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        try:
+            await request.app.state.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = f"error: {type(exc).__name__}"
+        try:
+            await request.app.state.kafka_probe.check()
+            checks["kafka"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["kafka"] = f"error: {type(exc).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if healthy else "not_ready", "checks": checks}
+        if healthy:
+            return JSONResponse({"success": True, "data": body})
+        return JSONResponse(
+            {"success": False, "message": "Not ready", "code": "NOT_READY", "details": body},
+            status_code=503,
+        )
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app

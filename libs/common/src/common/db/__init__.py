@@ -1,0 +1,6 @@
+"""Async SQLAlchemy 2 per service, bound to the service's own Postgres schema."""
+
+from common.db.base import make_base
+from common.db.engine import create_engine, create_session_factory
+
+__all__ = ["create_engine", "create_session_factory", "make_base"]

@@ -1,0 +1,317 @@
+"""The consumer runner: typed handlers, inbox de-duplication, retries with backoff, a `.dlq` topic.
+
+Per partition batch, records are handled in order inside one database transaction, each in its
+own savepoint together with its inbox row (so a redelivered event changes nothing). The Kafka
+offset is committed only after that transaction commits. A handler that raises is retried alone,
+with backoff, before the records behind it (per-key order is kept); when retries run out, or the
+record cannot be decoded, or its version is unknown, it goes to `<topic>.dlq` with the reason.
+Infrastructure failures (database or broker unreachable) are never dead-lettered: the batch is
+retried until they pass, and nothing is committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.context import request_id_var
+from common.contracts.envelope import EventEnvelope, dlq_topic, split_type, topic_for
+from common.contracts.registry import model_for
+from common.messaging.kafka import make_consumer, make_producer
+from common.observability import metrics
+from common.observability.tracing import consume_span
+from common.settings import BaseServiceSettings
+
+log = logging.getLogger("common.consumer")
+
+Handler = Callable[[AsyncSession, EventEnvelope[Any]], Awaitable[None]]
+
+_CLAIM = text(
+    "INSERT INTO inbox (consumer_group, event_id, event_type, outcome) "
+    "VALUES (:g, :id, :t, :o) ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+class DeadLetter(Exception):
+    """Raised by a handler for an event that can never succeed: no retry, straight to the DLQ."""
+
+
+@dataclass
+class _Item:
+    record: ConsumerRecord
+    envelope: EventEnvelope[Any] | None = None
+    dead_reason: str | None = None  # set: undecodable / unknown version -> DLQ without handling
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors of the infrastructure, not of the event: retry forever, never dead-letter."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = getattr(exc, "orig", None)
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(
+            getattr(orig, "__cause__", None), "sqlstate", None
+        )
+        if sqlstate and (sqlstate.startswith("08") or sqlstate in {"40001", "40P01", "57P01"}):
+            return True
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return isinstance(
+        exc,
+        OSError
+        | ConnectionError
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.CannotConnectNowError
+        | KafkaError,
+    )
+
+
+class EventConsumer:
+    """Consume the topics that `handlers` imply, as consumer group `group_id`."""
+
+    def __init__(
+        self,
+        settings: BaseServiceSettings,
+        session_factory: async_sessionmaker[AsyncSession],
+        group_id: str,
+        handlers: dict[str, Handler],
+        *,
+        on_committed: Callable[[Sequence[EventEnvelope[Any]]], None] | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a consumer needs at least one handler")
+        for event_type in handlers:
+            if model_for(event_type) is None:
+                raise ValueError(f"no contract registered for {event_type}")
+        self.settings = settings
+        self.session_factory = session_factory
+        self.group_id = group_id
+        self.handlers = handlers
+        self.topics = sorted({topic_for(t) for t in handlers})
+        self._bases = {split_type(t)[0] for t in handlers}
+        self._envelope_models = {t: EventEnvelope[model_for(t)] for t in handlers}  # type: ignore[misc]
+        self.on_committed = on_committed
+        self.max_retries = settings.consumer_max_retries
+        self.backoff = settings.consumer_backoff_s
+        self._producer = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = make_consumer(self.settings, self.group_id, *self.topics)
+        self._producer = make_producer(self.settings)
+        await _start_with_retry(consumer.start, stop, "consumer")
+        await _start_with_retry(self._producer.start, stop, "dlq producer")
+        log.info("consumer started", extra={"group": self.group_id, "topics": self.topics})
+        try:
+            while not stop.is_set():
+                try:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                except KafkaError as exc:
+                    log.warning("fetch failed, retrying", extra={"error": repr(exc)})
+                    await asyncio.sleep(0.5)
+                    continue
+                for tp, records in batches.items():
+                    if not records:
+                        continue
+                    await self._process_partition(tp, records, stop)
+                    if stop.is_set() and not self._fully_processed:
+                        return
+                    try:
+                        await consumer.commit({tp: records[-1].offset + 1})
+                    except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                        # The partition moved to another member or the broker is away: the
+                        # records will be delivered again, and the inbox drops what we handled.
+                        log.warning("offset commit failed", extra={"error": repr(exc)})
+        finally:
+            await consumer.stop()
+            await self._producer.stop()
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def _process_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord], stop: asyncio.Event
+    ) -> None:
+        self._fully_processed = False
+        items = [self._decode(r) for r in records]
+        i = 0
+        backoff = self.backoff
+        while i < len(items):
+            if stop.is_set():
+                return
+            try:
+                i = await self._process_from(items, i)
+                backoff = self.backoff
+            except Exception as exc:  # noqa: BLE001
+                if not is_transient(exc):
+                    raise
+                log.warning("infrastructure error, retrying batch", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._fully_processed = True
+
+    async def _process_from(self, items: list[_Item], start: int) -> int:
+        """Handle items[start:] in one transaction; stop at the first failure and settle it.
+
+        Returns the index to continue from.
+        """
+        failed_at: int | None = None
+        failure: BaseException | None = None
+        handled: list[EventEnvelope[Any]] = []
+        async with self.session_factory() as session:
+            async with session.begin():
+                for j in range(start, len(items)):
+                    item = items[j]
+                    if item.dead_reason is not None:
+                        failed_at = j
+                        break
+                    if item.envelope is None:
+                        continue  # an event type this group does not handle
+                    try:
+                        if await self._handle(session, item.envelope):
+                            handled.append(item.envelope)
+                    except Exception as exc:  # noqa: BLE001
+                        if is_transient(exc):
+                            raise
+                        failed_at, failure = j, exc
+                        break
+        self._committed(handled)
+        if failed_at is None:
+            return len(items)
+        await self._settle_failure(items[failed_at], failure)
+        return failed_at + 1
+
+    async def _handle(self, session: AsyncSession, envelope: EventEnvelope[Any]) -> bool:
+        """Claim the event in the inbox and run its handler, in one savepoint."""
+        with consume_span(envelope, self.group_id):
+            token = request_id_var.set(envelope.requestid)
+            try:
+                async with session.begin_nested():
+                    claimed = await session.execute(
+                        _CLAIM,
+                        {"g": self.group_id, "id": envelope.id, "t": envelope.type, "o": "handled"},
+                    )
+                    if claimed.first() is None:
+                        metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "duplicate").inc()
+                        log.info(
+                            "duplicate event skipped",
+                            extra={"event_id": envelope.id, "group": self.group_id},
+                        )
+                        return False
+                    await self.handlers[envelope.type](session, envelope)
+                metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
+                log.info(
+                    "event handled",
+                    extra={"event_id": envelope.id, "event_type": envelope.type, "group": self.group_id},
+                )
+                return True
+            finally:
+                request_id_var.reset(token)
+
+    async def _settle_failure(self, item: _Item, failure: BaseException | None) -> None:
+        if item.dead_reason is None and not isinstance(failure, DeadLetter):
+            assert item.envelope is not None
+            for attempt in range(1, self.max_retries + 1):
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                try:
+                    async with self.session_factory() as session, session.begin():
+                        handled = await self._handle(session, item.envelope)
+                    self._committed([item.envelope] if handled else [])
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    if is_transient(exc):
+                        raise
+                    failure = exc
+                    log.warning(
+                        "handler failed",
+                        extra={"event_id": item.envelope.id, "attempt": attempt, "error": repr(exc)},
+                    )
+        reason = item.dead_reason or f"handler failed after retries: {failure!r}"[:1000]
+        await self._dead_letter(item, reason)
+
+    async def _dead_letter(self, item: _Item, reason: str) -> None:
+        record = item.record
+        assert self._producer is not None
+        headers = list(record.headers or []) + [
+            ("dlq-reason", reason.encode()),
+            ("dlq-source-topic", record.topic.encode()),
+            ("dlq-source-partition", str(record.partition).encode()),
+            ("dlq-source-offset", str(record.offset).encode()),
+            ("dlq-consumer-group", self.group_id.encode()),
+        ]
+        await (
+            await self._producer.send(
+                dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
+            )
+        )
+        if item.envelope is not None:
+            async with self.session_factory() as session, session.begin():
+                await session.execute(
+                    _CLAIM,
+                    {
+                        "g": self.group_id,
+                        "id": item.envelope.id,
+                        "t": item.envelope.type,
+                        "o": "dead",
+                    },
+                )
+        metrics.EVENTS_CONSUMED.labels(self.group_id, _type_label(item), "dead_lettered").inc()
+        log.error(
+            "event dead-lettered",
+            extra={"topic": record.topic, "offset": record.offset, "reason": reason},
+        )
+
+    def _committed(self, handled: list[EventEnvelope[Any]]) -> None:
+        if handled and self.on_committed is not None:
+            self.on_committed(handled)
+
+    def _decode(self, record: ConsumerRecord) -> _Item:
+        try:
+            raw = json.loads(record.value)
+        except (TypeError, ValueError) as exc:
+            return _Item(record, dead_reason=f"malformed: not JSON ({exc})")
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            return _Item(record, dead_reason="malformed: no event type")
+        event_type = raw["type"]
+        model = self._envelope_models.get(event_type)
+        if model is None:
+            try:
+                base, _ = split_type(event_type)
+            except ValueError:
+                return _Item(record, dead_reason=f"malformed: bad event type {event_type!r}")
+            if base in self._bases:
+                return _Item(record, dead_reason=f"unknown version: {event_type}")
+            return _Item(record)  # someone else's event on a shared topic
+        try:
+            return _Item(record, envelope=model.model_validate(raw))
+        except ValidationError as exc:
+            return _Item(record, dead_reason=f"malformed: {exc}"[:1000])
+
+
+def _type_label(item: _Item) -> str:
+    return item.envelope.type if item.envelope is not None else "undecodable"
+
+
+async def _start_with_retry(start: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> None:
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:  # noqa: BLE001
+            if stop.is_set():
+                raise
+            log.warning(f"{what} cannot start yet", extra={"error": repr(exc)})
+            await asyncio.sleep(1.0)

@@ -1,0 +1,56 @@
+"""The worker process of a service: outbox relay + consumers, separate from the API process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.db import create_engine, create_session_factory
+from common.messaging.consumer import EventConsumer
+from common.messaging.relay import OutboxRelay
+from common.observability.logging import setup_logging
+from common.observability.tracing import setup_tracing
+from common.settings import BaseServiceSettings
+
+log = logging.getLogger("common.worker")
+
+ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], list[EventConsumer]]
+
+
+async def run_worker_async(
+    settings: BaseServiceSettings,
+    consumers: ConsumerFactory = lambda _: [],
+    stop: asyncio.Event | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    engine = create_engine(settings)
+    session_factory = create_session_factory(engine, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    runners = [OutboxRelay(settings, session_factory), *consumers(session_factory)]
+    log.info("worker starting", extra={"runners": [type(r).__name__ for r in runners]})
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for runner in runners:
+                tg.create_task(runner.run(stop))
+    finally:
+        await engine.dispose()
+        log.info("worker stopped")
+
+
+def run_worker(settings: BaseServiceSettings, consumers: ConsumerFactory = lambda _: []) -> None:
+    """Entry point for `python -m <service>.worker`."""
+    setup_logging(settings)
+    setup_tracing(settings)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    asyncio.run(run_worker_async(settings, consumers))

@@ -1,0 +1,1 @@
+"""Structured logs, OpenTelemetry tracing (HTTP + Kafka), Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Switchboard billing service."""

@@ -1,0 +1,1 @@
+"""Credit accounts: opened on registration, read by their tenant."""

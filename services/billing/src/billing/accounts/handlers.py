@@ -1,0 +1,13 @@
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.accounts import service
+from common.contracts import EventEnvelope
+from common.contracts.auth.v1 import UserRegisteredV1
+
+
+def make_handlers(default_currency: str):
+    async def on_user_registered(session: AsyncSession, event: EventEnvelope[UserRegisteredV1]) -> None:
+        # Tenants share one balance: only the first registration for a tenant opens it.
+        await service.open_account(session, event.data.tenant_id, default_currency, event.id)
+
+    return {"auth.user.registered.v1": on_user_registered}

@@ -1,0 +1,34 @@
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.accounts.repository import AccountRepository
+from billing.accounts.schemas import CreditsRead
+from common.contracts.billing.v1 import AccountOpenedV1
+from common.errors import NotFound
+from common.messaging import emit
+
+
+async def credits_for(session: AsyncSession, tenant_id: str) -> CreditsRead:
+    account = await AccountRepository(session).by_tenant(tenant_id)
+    if account is None:
+        raise NotFound("No credit account yet", code="ACCOUNT_NOT_FOUND")
+    return CreditsRead(
+        balance=account.balance_minor,
+        held=account.held_minor,
+        available=account.balance_minor - account.held_minor,
+        currency=account.currency,
+    )
+
+
+async def open_account(
+    session: AsyncSession, tenant_id: str, currency: str, event_id: str | None
+) -> bool:
+    account = await AccountRepository(session).open(tenant_id, currency, event_id)
+    if account is None:
+        return False
+    await emit(
+        session,
+        AccountOpenedV1(account_id=str(account.id), tenant_id=tenant_id, currency=currency),
+        subject=str(account.id),
+        tenant_id=tenant_id,
+    )
+    return True

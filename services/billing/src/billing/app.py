@@ -1,0 +1,16 @@
+"""Billing API process: `uvicorn billing.app:create_app --factory`."""
+
+from fastapi import FastAPI
+
+from billing.accounts.endpoints import router as accounts_router
+from billing.settings import BillingSettings
+from common.app import create_service_app
+
+
+def create_app(settings: BillingSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or BillingSettings(),
+        title="Switchboard billing",
+        description="Credits ledger, top-ups, holds, withdrawals and pricing.",
+        routers=[accounts_router],
+    )

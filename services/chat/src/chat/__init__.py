@@ -1,0 +1,1 @@
+"""Switchboard chat service: chats, groups, receipts, typing, presence, WebSocket, status updates."""

@@ -1,0 +1,1 @@
+"""Switchboard media service: uploads to S3 and media metadata."""

@@ -1,0 +1,1 @@
+"""Switchboard messaging service: contacts, SMS/WhatsApp messages, conversations, templates, provider webhooks, number orders."""

@@ -1,0 +1,14 @@
+"""messaging API process: `uvicorn messaging.app:create_app --factory`."""
+
+from fastapi import FastAPI
+
+from common.app import create_service_app
+from messaging.settings import MessagingSettings
+
+
+def create_app(settings: MessagingSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or MessagingSettings(),
+        title="Switchboard messaging",
+        description="Contacts, SMS/WhatsApp messages, conversations, templates, provider webhooks, number orders.",
+    )

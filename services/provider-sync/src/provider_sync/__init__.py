@@ -1,0 +1,1 @@
+"""Switchboard provider-sync service: provider catalogues, prices and health."""
