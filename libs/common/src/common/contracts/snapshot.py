@@ -1,0 +1,30 @@
+"""The JSON schema of every event contract, in one file, so a contract change shows in review.
+
+    python -m common.contracts.snapshot --write   # after an intended change
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from common.contracts.registry import all_types
+
+SNAPSHOT = Path(__file__).resolve().parents[3] / "contracts_snapshot.json"
+
+
+def current() -> dict:
+    return {t: model.model_json_schema(by_alias=True) for t, model in all_types().items()}
+
+
+def render() -> str:
+    return json.dumps(current(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        SNAPSHOT.write_text(render())
+        print(f"wrote {SNAPSHOT}")
+    else:
+        sys.stdout.write(render())
