@@ -60,8 +60,7 @@ GOAL_P99_MS = 50.0
 
 # seq = phase * PHASE_SPAN + i, so one consumer can tell the phases apart.
 PHASE_SPAN = 1_000_000
-THROUGHPUT, PACED, WARMUP = 0, 1, 2
-PHASE_NAMES = {THROUGHPUT: "throughput", PACED: "paced", WARMUP: "warmup"}
+THROUGHPUT, PACED, WARMUP, ISOLATED = 0, 1, 2, 3
 
 log = logging.getLogger("bench")
 
@@ -73,17 +72,19 @@ class ClientLogCounter(logging.Handler):
     measures the outage, not the backbone.
     """
 
-    def __init__(self, show: int = 5) -> None:
+    def __init__(self, show: int = 3) -> None:
         super().__init__(level=logging.WARNING)
-        self.show = show
+        self.show = show  # lines kept (and printed) per logger and level
         self.counts: dict[str, int] = {}
         self.first: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         key = f"{record.name}:{record.levelname}"
         self.counts[key] = self.counts.get(key, 0) + 1
-        if len(self.first) < self.show:
+        if self.counts[key] <= self.show and len(self.first) < 30:
             line = f"{record.levelname} {record.name}: {record.getMessage()}"[:300]
+            if record.exc_info and record.exc_info[1] is not None:
+                line += f" [{record.exc_info[1]!r}]"[:200]
             self.first.append(line)
             print(f"  [log] {line}", file=sys.stderr)
 
@@ -98,6 +99,10 @@ class BenchItem(Payload):
     seq: int
     sent_at: float  # time.time() when the event was emitted / sent
     body: str
+
+
+class IsolatedItem(BenchItem):
+    """The same payload under a second contract (its own topic) for the per-stage diagnostics."""
 
 
 BODY = "x" * 200
@@ -306,6 +311,11 @@ async def prepare_tables(engine) -> None:  # noqa: ANN001
         )
 
 
+async def postgres_started_at(engine) -> str:  # noqa: ANN001
+    async with engine.connect() as conn:
+        return str(await conn.scalar(text("SELECT pg_postmaster_start_time()")))
+
+
 def machine_info() -> dict[str, Any]:
     cpu_model = None
     try:
@@ -388,7 +398,8 @@ async def run_raw(
 
         # warm-up: group join, partition assignment, metadata
         warm = collector.expect(WARMUP, cfg.warmup)
-        await asyncio.gather(*[await send(WARMUP * PHASE_SPAN + i) for i in range(cfg.warmup)])
+        warm_acks = [await send(WARMUP * PHASE_SPAN + i) for i in range(cfg.warmup)]
+        await asyncio.wait_for(asyncio.gather(*warm_acks), deadline.cap(60))
         if not await wait_phase(warm, deadline.cap(60), tasks):
             raise BenchError("raw warm-up events did not arrive within the time limit")
 
@@ -402,7 +413,7 @@ async def run_raw(
                 break
             futures.append(await send(THROUGHPUT * PHASE_SPAN + i))
         sent = len(futures)
-        await asyncio.gather(*futures)
+        await asyncio.wait_for(asyncio.gather(*futures), deadline.cap(60))
         t_acked = time.time()
         complete = await wait_phase(stats, deadline.cap(cfg.phase_timeout), tasks)
         received = len(stats.seen)
@@ -431,11 +442,11 @@ async def run_raw(
                 pfutures.append(await send(PACED * PHASE_SPAN + i))
 
         pacing = await paced(cfg.rate, cfg.paced_seconds, send_batch, cfg.paced_max_batch, deadline)
-        await asyncio.gather(*pfutures)
+        await asyncio.wait_for(asyncio.gather(*pfutures), deadline.cap(60))
         pstats.expected = pacing["events"]
         if len(pstats.seen) >= pstats.expected:
             pstats.done.set()
-        complete = await wait_phase(pstats, deadline.cap(30), tasks)
+        complete = await wait_phase(pstats, deadline.cap(cfg.drain_timeout), tasks)
         out["paced"] = {
             **pacing,
             "events_received": len(pstats.seen),
@@ -571,6 +582,11 @@ async def run_backbone(
         complete = await wait_phase(stats, deadline.cap(cfg.phase_timeout), tasks)
         handled = len(stats.seen)
         span = (stats.last_at or t0) - t0
+        drained = complete
+        if not complete:
+            # Throughput is what was handled within the limit; let the rest drain (bounded) so
+            # the side-effect check covers all N and the paced run does not start with a backlog.
+            drained = await wait_phase(stats, deadline.cap(cfg.drain_timeout), tasks)
         async with engine.connect() as conn:
             effects, distinct = (
                 await conn.execute(
@@ -588,6 +604,8 @@ async def run_backbone(
             "events_emitted": written,
             "events_handled": handled,
             "complete": complete and written == n,
+            "drained_after_limit": drained and not complete,
+            "events_handled_after_drain": len(stats.seen),
             "duplicates": stats.duplicates,
             "seconds": round(span, 3),
             "events_per_s": round(handled / span, 1) if span > 0 else None,
@@ -609,13 +627,15 @@ async def run_backbone(
         async def send_batch(first: int, count: int) -> None:
             await emit_tx(PACED * PHASE_SPAN + first, count)
 
+        backlog = stats.expected - len(stats.seen)
         pacing = await paced(cfg.rate, cfg.paced_seconds, send_batch, cfg.paced_max_batch, deadline)
         pstats.expected = pacing["events"]
         if len(pstats.seen) >= pstats.expected:
             pstats.done.set()
-        complete = await wait_phase(pstats, deadline.cap(30), tasks)
+        complete = await wait_phase(pstats, deadline.cap(cfg.drain_timeout), tasks)
         out["paced"] = {
             **pacing,
+            "backlog_at_start": backlog,
             "events_handled": len(pstats.seen),
             "complete": complete,
             "duplicates": pstats.duplicates,
@@ -633,6 +653,127 @@ async def run_backbone(
         return out
     finally:
         await stop_tasks(stop, tasks)
+        await engine.dispose()
+
+
+# -- per-stage diagnostics --------------------------------------------------------------------
+
+
+async def db_round_trips(engine, sessions) -> dict[str, Any]:  # noqa: ANN001
+    """The unit cost behind every per-event statement: one round trip, one durable commit."""
+    out: dict[str, Any] = {}
+    async with sessions() as session, session.begin():
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            await session.execute(text("SELECT 1"))
+            times.append(time.perf_counter() - t)
+        out["sqlalchemy_session_select1"] = percentiles(times)
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        apg = raw.driver_connection
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            await apg.fetchval("SELECT 1")
+            times.append(time.perf_counter() - t)
+        out["asyncpg_select1"] = percentiles(times)
+    times = []
+    for _ in range(50):
+        t = time.perf_counter()
+        async with sessions() as session, session.begin():
+            await session.execute(text("SELECT pg_current_xact_id()"))  # forces a WAL flush
+        times.append(time.perf_counter() - t)
+    out["write_transaction_commit"] = percentiles(times)
+    return out
+
+
+async def run_isolated(
+    settings: BaseServiceSettings, cfg: argparse.Namespace, deadline: Deadline
+) -> dict[str, Any]:
+    """Each backbone stage alone, on its own topic: emit with nothing else running, the relay
+    draining that outbox backlog alone, then the consumer draining that topic alone."""
+    m = cfg.isolated_events
+    event_type = f"{cfg.run_tag}x.item.created.v1"
+    register(event_type, IsolatedItem)
+    await asyncio.wait_for(ensure_topics(settings, [topic_for(event_type)]), deadline.cap(30))
+    engine = create_engine(settings)
+    sessions = create_session_factory(engine, settings)
+    out: dict[str, Any] = {"events": m, "topic": topic_for(event_type)}
+    try:
+        out["db"] = await db_round_trips(engine, sessions)
+
+        # emit alone
+        base = ISOLATED * PHASE_SPAN
+        t0 = time.perf_counter()
+        for first in range(0, m, cfg.tx_size):
+            async with sessions() as session, session.begin():
+                for seq in range(base + first, base + min(m, first + cfg.tx_size)):
+                    await emit(
+                        session,
+                        IsolatedItem(seq=seq, sent_at=time.time(), body=BODY),
+                        subject=str(seq),
+                    )
+        out["emit_alone_events_per_s"] = round(m / (time.perf_counter() - t0), 1)
+
+        # relay alone, draining that backlog (includes the producer start)
+        unpublished = text(
+            f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL AND event_type = :t"
+        )
+        stop = asyncio.Event()
+        t0 = time.perf_counter()
+        relay_task = asyncio.create_task(OutboxRelay(settings, sessions).run(stop), name="relay")
+        left = m
+        try:
+            limit = time.monotonic() + deadline.cap(30)
+            while left and time.monotonic() < limit and not relay_task.done():
+                await asyncio.sleep(0.02)
+                async with engine.connect() as conn:
+                    left = await conn.scalar(unpublished, {"t": event_type})
+            relay_s = time.perf_counter() - t0
+        finally:
+            await stop_tasks(stop, [relay_task])
+        out["relay_alone_events_per_s"] = round((m - left) / relay_s, 1) if relay_s else None
+        out["relay_alone_complete"] = left == 0
+
+        # consumer alone, draining that topic
+        collector = Collector()
+        stats = collector.expect(ISOLATED, m)
+        commits = 0
+
+        def on_committed(handled) -> None:  # noqa: ANN001
+            nonlocal commits
+            commits += 1
+            now = time.time()
+            for envelope in handled:
+                collector.record(envelope.data.seq, envelope.data.sent_at, now)
+
+        consumer = EventConsumer(
+            settings,
+            sessions,
+            f"{cfg.run_tag}-isolated",
+            {event_type: side_effect},
+            on_committed=on_committed,
+        )
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(consumer.run(stop), name="isolated-consumer")]
+        try:
+            complete = await wait_phase(stats, deadline.cap(45), tasks)
+        finally:
+            await stop_tasks(stop, tasks)
+        arrivals = sorted(at for _, at in stats.seen.values())
+        first_batch = sum(1 for at in arrivals if at == arrivals[0]) if arrivals else 0
+        span = arrivals[-1] - arrivals[0] if arrivals else 0.0
+        out["consumer_alone_events_per_s"] = (
+            round((len(arrivals) - first_batch) / span, 1) if span > 0 else None
+        )
+        out["consumer_alone_complete"] = complete
+        out["consumer_transactions"] = commits
+        out["consumer_mean_events_per_transaction"] = (
+            round(len(arrivals) / commits, 1) if commits else None
+        )
+        return out
+    finally:
         await engine.dispose()
 
 
@@ -699,10 +840,22 @@ def summarize(result: dict[str, Any]) -> str:
     )
     if result.get("errors"):
         lines.append(f"  errors: {result['errors']}")
+    iso = bb.get("isolated") or {}
+    if iso.get("events"):
+        db = iso.get("db", {})
+        lines.append(
+            f"  stages alone ({iso['events']} events): emit {iso.get('emit_alone_events_per_s')}  "
+            f"relay {iso.get('relay_alone_events_per_s')}  "
+            f"consumer {iso.get('consumer_alone_events_per_s')} ev/s;  db round trip p50 "
+            f"{db.get('sqlalchemy_session_select1', {}).get('p50_ms')} ms (session), "
+            f"{db.get('asyncpg_select1', {}).get('p50_ms')} ms (asyncpg), durable commit p50 "
+            f"{db.get('write_transaction_commit', {}).get('p50_ms')} ms"
+        )
     if result.get("disturbed"):
         lines.append(
-            f"  WARNING: the Kafka client logged warnings/errors during the run "
-            f"({sum(result['client_log']['counts'].values())}); the figures may measure an outage"
+            "  WARNING: the run was disturbed (Kafka client / backbone warnings: "
+            f"{sum(result['client_log']['counts'].values())}, Postgres restarted: "
+            f"{result['postgres_restarted_during_run']}); the figures may measure an outage"
         )
     return "\n".join(lines)
 
@@ -750,6 +903,7 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
     engine = create_engine(settings)
     try:
         await prepare_tables(engine)
+        pg_start = await postgres_started_at(engine)
     finally:
         await engine.dispose()
     await asyncio.wait_for(ensure_topics(settings, [topic]), deadline.cap(30))
@@ -766,9 +920,20 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             log.exception("backbone run failed")
             result["errors"].append(f"backbone: {exc!r}")
+        if cfg.isolated_events and deadline.remaining() > 25:
+            try:
+                bb["isolated"] = await run_isolated(settings, cfg, deadline)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("per-stage diagnostics failed")
+                result["errors"].append(f"isolated: {exc!r}")
+        elif cfg.isolated_events:
+            bb["isolated"] = {"skipped": "time budget exhausted"}
     finally:
         if not cfg.keep_topics:
-            await delete_topics(settings, [raw_topic, topic, dlq_topic(topic)])
+            iso_topic = topic_for(f"{cfg.run_tag}x.item.created.v1")
+            await delete_topics(
+                settings, [raw_topic, topic, dlq_topic(topic), iso_topic, dlq_topic(iso_topic)]
+            )
 
     raw_tp = bb.get("raw", {}).get("throughput", {}).get("events_per_s")
     back_tp = bb.get("backbone", {}).get("throughput", {}).get("events_per_s")
@@ -795,6 +960,14 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
         and bool(paced_info.get("complete")),
         "side_effects_ok": bool(bt.get("side_effects_ok")),
     }
+    engine = create_engine(settings)
+    try:
+        pg_restarted = await postgres_started_at(engine) != pg_start
+    except Exception:  # noqa: BLE001
+        pg_restarted = True
+    finally:
+        await engine.dispose()
+    result["postgres_restarted_during_run"] = pg_restarted
     result["duration_s"] = round(cfg.budget - deadline.remaining(), 1)
     return result
 
@@ -827,6 +1000,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--phase-timeout", type=float, default=60.0, help="max wait for one throughput run"
     )
+    p.add_argument(
+        "--drain-timeout", type=float, default=20.0, help="max wait for a backlog to drain"
+    )
+    p.add_argument(
+        "--isolated-events",
+        type=int,
+        default=2000,
+        help="events for the per-stage diagnostics (emit / relay / consumer alone); 0: skip",
+    )
     p.add_argument("--budget", type=float, default=150.0, help="global time budget, seconds")
     p.add_argument("--keep-topics", action="store_true", help="do not delete this run's topics")
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
@@ -845,7 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     result = asyncio.run(main_async(cfg))
     result["client_log"] = {"counts": LOG_COUNTER.counts, "first": LOG_COUNTER.first}
-    result["disturbed"] = any(k.startswith("aiokafka") for k in LOG_COUNTER.counts)
+    result["disturbed"] = result["postgres_restarted_during_run"] or any(
+        k.startswith(("aiokafka", "common")) for k in LOG_COUNTER.counts
+    )
     path = write_results(result)
     print(summarize(result))
     print(f"  results: {path.relative_to(ROOT)} (and bench/results/latest.json)")

@@ -330,7 +330,7 @@ async def bootstrap_database() -> None:
         await conn.close()
     conn = await asyncpg.connect(host=sock, port=PG_PORT, user="postgres", database=DATABASE)
     try:
-        await conn.execute(f"REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         for svc in SERVICES:
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", svc.role):
                 await conn.execute(f"CREATE ROLE {svc.role} LOGIN PASSWORD '{svc.role}'")

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import LOGS, superuser_conn
+from tests.support import LOGS, superuser_conn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import superuser_conn
+from tests.support import superuser_conn
 
 PROTECTED = "/api/v1/users/credits"  # billing: a downstream service, not auth itself
 

@@ -14,8 +14,6 @@ import os
 import signal
 import sys
 
-from sqlalchemy import text
-
 from common.contracts.base import Payload
 from common.contracts.registry import register
 from common.db import create_engine, create_session_factory
@@ -23,6 +21,7 @@ from common.messaging.consumer import EventConsumer
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
 from common.settings import BaseServiceSettings
+from sqlalchemy import text
 
 
 class Item(Payload):

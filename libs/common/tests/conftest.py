@@ -16,7 +16,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import backbone_proc  # noqa: E402
-
 from common.contracts.registry import register  # noqa: E402
 from common.db import create_engine, create_session_factory  # noqa: E402
 from common.messaging.tables import create_backbone_tables  # noqa: E402

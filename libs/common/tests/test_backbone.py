@@ -10,12 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import backbone_proc
 import pytest
-from sqlalchemy import text
-
 from common.contracts import dlq_topic, topic_for
 from common.messaging import emit
-from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import (
     consumer_config,
     make_consumer,
@@ -24,8 +22,7 @@ from common.messaging.kafka import (
 )
 from common.messaging.relay import OutboxRelay
 from common.settings import BaseServiceSettings
-
-import backbone_proc
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -252,7 +249,7 @@ async def test_bad_events_go_to_the_dlq_with_a_reason_and_consumption_goes_on(
             for records in (await dlq.getmany(timeout_ms=500)).values():
                 for r in records:
                     headers = dict(r.headers)
-                    reasons[r.value[:12]] = headers["dlq-reason"].decode()
+                    reasons[headers["dlq-source-offset"]] = headers["dlq-reason"].decode()
                     assert headers["dlq-source-topic"].decode() == topic
     finally:
         await dlq.stop()

@@ -1,11 +1,10 @@
 """Event contracts: the snapshot catches any change, the envelope round-trips, types are versioned."""
 
 import pytest
-from pydantic import ValidationError
-
 from common.contracts import EventEnvelope, all_topics, all_types, split_type, topic_for
 from common.contracts.auth.v1 import UserRegisteredV1
 from common.contracts.snapshot import SNAPSHOT, render
+from pydantic import ValidationError
 
 
 def test_contract_snapshot_is_current():

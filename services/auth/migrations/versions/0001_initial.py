@@ -6,7 +6,6 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
-
 from common.messaging.tables import create_backbone_tables, drop_backbone_tables
 
 revision = "0001"

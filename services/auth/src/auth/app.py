@@ -1,12 +1,12 @@
 """Auth API process: `uvicorn auth.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
 from auth.keys.endpoints import router as keys_router
 from auth.keys.service import ensure_signing_key
 from auth.settings import AuthSettings
 from auth.users.endpoints import router as users_router
-from common.app import create_service_app
 
 
 async def _signing_key(app: FastAPI) -> None:

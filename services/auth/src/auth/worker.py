@@ -1,7 +1,8 @@
 """Auth worker process: the outbox relay (consumers arrive with OTP delivery status)."""
 
-from auth.settings import AuthSettings
 from common.messaging.worker import run_worker
+
+from auth.settings import AuthSettings
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """Billing API process: `uvicorn billing.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
 from billing.accounts.endpoints import router as accounts_router
 from billing.settings import BillingSettings
-from common.app import create_service_app
 
 
 def create_app(settings: BillingSettings | None = None) -> FastAPI:

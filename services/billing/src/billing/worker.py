@@ -1,9 +1,10 @@
 """Billing worker process: outbox relay + consumers. `python -m billing.worker`."""
 
-from billing.accounts.handlers import make_handlers
-from billing.settings import BillingSettings
 from common.messaging.consumer import EventConsumer
 from common.messaging.worker import run_worker
+
+from billing.accounts.handlers import make_handlers
+from billing.settings import BillingSettings
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """chat API process: `uvicorn chat.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
-from common.app import create_service_app
 from chat.settings import ChatSettings
 
 

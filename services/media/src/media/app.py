@@ -1,8 +1,8 @@
 """media API process: `uvicorn media.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
-from common.app import create_service_app
 from media.settings import MediaSettings
 
 

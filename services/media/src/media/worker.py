@@ -1,6 +1,7 @@
 """media worker process: the outbox relay (consumers arrive with the service's features)."""
 
 from common.messaging.worker import run_worker
+
 from media.settings import MediaSettings
 
 

@@ -1,8 +1,8 @@
 """messaging API process: `uvicorn messaging.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
-from common.app import create_service_app
 from messaging.settings import MessagingSettings
 
 

@@ -1,6 +1,7 @@
 """messaging worker process: the outbox relay (consumers arrive with the service's features)."""
 
 from common.messaging.worker import run_worker
+
 from messaging.settings import MessagingSettings
 
 

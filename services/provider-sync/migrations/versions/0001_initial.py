@@ -5,7 +5,6 @@ Revises:
 """
 
 from alembic import op
-
 from common.messaging.tables import create_backbone_tables, drop_backbone_tables
 
 revision = "0001"

@@ -1,8 +1,8 @@
 """provider-sync API process: `uvicorn provider_sync.app:create_app --factory`."""
 
+from common.app import create_service_app
 from fastapi import FastAPI
 
-from common.app import create_service_app
 from provider_sync.settings import ProviderSyncSettings
 
 

@@ -1,6 +1,7 @@
 """provider-sync worker process: the outbox relay (consumers arrive with the service's features)."""
 
 from common.messaging.worker import run_worker
+
 from provider_sync.settings import ProviderSyncSettings
 
 

@@ -44,6 +44,17 @@ _CLAIM = text(
 )
 
 
+_CLAIM_MANY = text(
+    "INSERT INTO inbox (consumer_group, event_id, event_type, outcome) "
+    "SELECT :g, i, t, 'handled' FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[])) AS u(i, t) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+class _HandlerFailed(Exception):
+    """A handler raised in the fast path: redo the batch one savepoint per event."""
+
+
 class DeadLetter(Exception):
     """Raised by a handler for an event that can never succeed: no retry, straight to the DLQ."""
 
@@ -164,10 +175,53 @@ class EventConsumer:
         self._fully_processed = True
 
     async def _process_from(self, items: list[_Item], start: int) -> int:
-        """Handle items[start:] in one transaction; stop at the first failure and settle it.
+        """Handle items[start:] and return the index to continue from.
 
-        Returns the index to continue from.
+        Fast path: claim every event's inbox row in one statement and run the handlers in one
+        transaction. If a handler fails, that transaction rolls back whole and the same records
+        go through the slow path, one savepoint per event, which isolates the failing one.
         """
+        end = next((j for j in range(start, len(items)) if items[j].dead_reason), len(items))
+        envelopes = [it.envelope for it in items[start:end] if it.envelope is not None]
+        if envelopes:
+            try:
+                self._committed(await self._fast_batch(envelopes))
+            except _HandlerFailed:
+                return await self._slow_from(items, start)
+        if end == len(items):
+            return end
+        await self._settle_failure(items[end], None)  # undecodable / unknown version
+        return end + 1
+
+    async def _fast_batch(self, envelopes: list[EventEnvelope[Any]]) -> list[EventEnvelope[Any]]:
+        handled: list[EventEnvelope[Any]] = []
+        async with self.session_factory() as session:
+            async with session.begin():
+                rows = await session.execute(
+                    _CLAIM_MANY,
+                    {
+                        "g": self.group_id,
+                        "ids": [e.id for e in envelopes],
+                        "types": [e.type for e in envelopes],
+                    },
+                )
+                fresh = {row[0] for row in rows}
+                for envelope in envelopes:
+                    if envelope.id not in fresh:
+                        self._duplicate(envelope)
+                        continue
+                    fresh.discard(envelope.id)  # the same id twice in one batch: handle once
+                    try:
+                        await self._run_handler(session, envelope)
+                    except Exception as exc:  # noqa: BLE001
+                        if is_transient(exc):
+                            raise
+                        raise _HandlerFailed from exc
+                    handled.append(envelope)
+        return handled
+
+    async def _slow_from(self, items: list[_Item], start: int) -> int:
+        """One savepoint per event; stop at the first failure and settle it."""
         failed_at: int | None = None
         failure: BaseException | None = None
         handled: list[EventEnvelope[Any]] = []
@@ -196,30 +250,33 @@ class EventConsumer:
 
     async def _handle(self, session: AsyncSession, envelope: EventEnvelope[Any]) -> bool:
         """Claim the event in the inbox and run its handler, in one savepoint."""
+        async with session.begin_nested():
+            claimed = await session.execute(
+                _CLAIM, {"g": self.group_id, "id": envelope.id, "t": envelope.type, "o": "handled"}
+            )
+            if claimed.first() is None:
+                self._duplicate(envelope)
+                return False
+            await self._run_handler(session, envelope)
+        return True
+
+    async def _run_handler(self, session: AsyncSession, envelope: EventEnvelope[Any]) -> None:
+        """The handler inside the event's trace (child of the producer's span) and request id."""
         with consume_span(envelope, self.group_id):
             token = request_id_var.set(envelope.requestid)
             try:
-                async with session.begin_nested():
-                    claimed = await session.execute(
-                        _CLAIM,
-                        {"g": self.group_id, "id": envelope.id, "t": envelope.type, "o": "handled"},
-                    )
-                    if claimed.first() is None:
-                        metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "duplicate").inc()
-                        log.info(
-                            "duplicate event skipped",
-                            extra={"event_id": envelope.id, "group": self.group_id},
-                        )
-                        return False
-                    await self.handlers[envelope.type](session, envelope)
+                await self.handlers[envelope.type](session, envelope)
                 metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
                 log.info(
                     "event handled",
                     extra={"event_id": envelope.id, "event_type": envelope.type, "group": self.group_id},
                 )
-                return True
             finally:
                 request_id_var.reset(token)
+
+    def _duplicate(self, envelope: EventEnvelope[Any]) -> None:
+        metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "duplicate").inc()
+        log.info("duplicate event skipped", extra={"event_id": envelope.id, "group": self.group_id})
 
     async def _settle_failure(self, item: _Item, failure: BaseException | None) -> None:
         if item.dead_reason is None and not isinstance(failure, DeadLetter):

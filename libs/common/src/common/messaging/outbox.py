@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from sqlalchemy import MetaData, insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.context import request_id_var
 from common.contracts.envelope import EventEnvelope, topic_for
 from common.contracts.registry import type_of
-from common.messaging.tables import add_backbone_tables
 from common.observability.tracing import current_traceparent
 
-# Unqualified tables: each service's connections have search_path = its own schema.
-_outbox, _inbox = add_backbone_tables(MetaData())
-outbox_table = _outbox
-inbox_table = _inbox
+# Unqualified table: each service's connections have search_path = its own schema.
+# Plain SQL: emitting is on every write path, and Core's per-call compile costs more than the insert.
+_INSERT = text(
+    "INSERT INTO outbox (event_id, event_type, topic, key, envelope) "
+    "VALUES (:id, :type, :topic, :key, CAST(:env AS jsonb))"
+)
 
 
 async def emit(
@@ -37,12 +38,13 @@ async def emit(
         data=payload,
     )
     await session.execute(
-        insert(outbox_table).values(
-            event_id=envelope.id,
-            event_type=event_type,
-            topic=topic_for(event_type),
-            key=subject,
-            envelope=envelope.model_dump(mode="json", by_alias=True),
-        )
+        _INSERT,
+        {
+            "id": envelope.id,
+            "type": event_type,
+            "topic": topic_for(event_type),
+            "key": subject,
+            "env": envelope.model_dump_json(by_alias=True),
+        },
     )
     return envelope

@@ -1,7 +1,7 @@
+from common.db.session import SessionDep
 from fastapi import APIRouter
 
 from auth.keys import service
-from common.db.session import SessionDep
 
 router = APIRouter(tags=["keys"])
 

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import jwt
+from common.auth import ACCESS_TYP, ALGORITHM
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
@@ -16,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import SigningKey
 from auth.settings import AuthSettings
-from common.auth import ACCESS_TYP, ALGORITHM
 
 
 def _new_key() -> SigningKey:

@@ -4,10 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from common.db import make_base
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
-
-from common.db import make_base
 
 Base = make_base("auth")
 

@@ -1,9 +1,9 @@
+from common.api import Envelope, ok
+from common.db.session import SessionDep
 from fastapi import APIRouter, Request
 
 from auth.users import service
 from auth.users.schemas import LoginRequest, RegisterRequest, TokenRead
-from common.api import Envelope, ok
-from common.db.session import SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 

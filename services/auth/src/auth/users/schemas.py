@@ -1,8 +1,7 @@
 from typing import Annotated
 
-from pydantic import EmailStr, Field, StringConstraints
-
 from common.api import CamelModel, InputModel
+from pydantic import EmailStr, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]

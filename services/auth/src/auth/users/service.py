@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import uuid
 
+from common.contracts.auth.v1 import UserRegisteredV1
+from common.errors import Conflict, Unauthorized
+from common.messaging import emit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,9 +14,6 @@ from auth.settings import AuthSettings
 from auth.users.passwords import hash_password, verify_password
 from auth.users.repository import UserRepository
 from auth.users.schemas import LoginRequest, RegisterRequest, TokenRead, UserRead
-from common.contracts.auth.v1 import UserRegisteredV1
-from common.errors import Conflict, Unauthorized
-from common.messaging import emit
 
 
 async def _tokens(session: AsyncSession, settings: AuthSettings, user: User, m: Membership) -> TokenRead:

@@ -1,10 +1,10 @@
+from common.api import Envelope, ok
+from common.auth import CurrentPrincipal
+from common.db.session import SessionDep
 from fastapi import APIRouter
 
 from billing.accounts import service
 from billing.accounts.schemas import CreditsRead
-from common.api import Envelope, ok
-from common.auth import CurrentPrincipal
-from common.db.session import SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["credits"])
 

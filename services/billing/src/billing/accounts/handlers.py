@@ -1,8 +1,8 @@
+from common.contracts import EventEnvelope
+from common.contracts.auth.v1 import UserRegisteredV1
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts import service
-from common.contracts import EventEnvelope
-from common.contracts.auth.v1 import UserRegisteredV1
 
 
 def make_handlers(default_currency: str):

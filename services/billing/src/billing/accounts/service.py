@@ -1,10 +1,10 @@
+from common.contracts.billing.v1 import AccountOpenedV1
+from common.errors import NotFound
+from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts.repository import AccountRepository
 from billing.accounts.schemas import CreditsRead
-from common.contracts.billing.v1 import AccountOpenedV1
-from common.errors import NotFound
-from common.messaging import emit
 
 
 async def credits_for(session: AsyncSession, tenant_id: str) -> CreditsRead:

@@ -3,10 +3,9 @@
 import uuid
 from datetime import datetime
 
+from common.db import make_base
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, String, func
 from sqlalchemy.orm import Mapped, mapped_column
-
-from common.db import make_base
 
 Base = make_base("billing")
 
