@@ -259,3 +259,38 @@ async def test_bad_events_go_to_the_dlq_with_a_reason_and_consumption_goes_on(
     assert any(r.startswith("unknown version") for r in found)
     assert any(r.startswith("malformed:") and "seq" in r for r in found)
     assert any(r.startswith("handler failed after retries") and "poison" in r for r in found)
+
+
+@pytest.mark.slow
+async def test_database_restart_during_a_stream_loses_nothing_and_doubles_nothing(
+    bb_settings, bb_sessions, contract, background
+):
+    background.start(OutboxRelay(bb_settings, bb_sessions))
+    background.start(
+        backbone_proc.make_consumer(bb_settings, bb_sessions, contract.type, f"g-{contract.type}")
+    )
+    written = 0
+
+    async def stream() -> None:
+        nonlocal written
+        for start in range(0, 600, 20):
+            while True:  # a writer whose database went away retries its transaction
+                try:
+                    await emit_items(bb_sessions, contract, range(start, start + 20))
+                    break
+                except Exception:  # noqa: BLE001
+                    await asyncio.sleep(0.3)
+            written += 20
+            await asyncio.sleep(0.05)
+
+    emitter = asyncio.create_task(stream())
+    while written < 200:
+        await asyncio.sleep(0.05)
+    restart = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "scripts/devstack.py"), "ctl", "restart", "postgres"],
+        capture_output=True, text=True,
+    )
+    assert "started" in restart.stdout, restart.stdout + restart.stderr
+    await emitter
+    assert await wait_effects(bb_sessions, contract, 600, 120) == (600, 600)

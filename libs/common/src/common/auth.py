@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import httpx
 import jwt
 from fastapi import Depends, Request
 
 from common.errors import Forbidden, Unauthorized
+from common.http import http_client
 from common.settings import BaseServiceSettings
 
 ALGORITHM = "EdDSA"
@@ -68,7 +68,7 @@ class JWKSCache:
 
     async def _refresh(self) -> None:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            async with http_client(timeout=self.timeout_s) as client:
                 response = await client.get(self.url)
                 response.raise_for_status()
                 jwks = jwt.PyJWKSet.from_dict(response.json())
