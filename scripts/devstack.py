@@ -44,6 +44,10 @@ class Service:
     port: int
 
     @property
+    def worker_metrics_port(self) -> int:
+        return self.port + 1000  # 9101..9106: the worker's /metrics (events, relay)
+
+    @property
     def pkg(self) -> str:
         return self.name.replace("-", "_")
 
@@ -72,6 +76,7 @@ def service_env(svc: Service) -> dict[str, str]:
         "SB_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
         "SB_JWKS_URL": "http://127.0.0.1:8101/.well-known/jwks.json",
         "SB_DB_POOL_SIZE": "5",
+        "SB_WORKER_METRICS_PORT": str(svc.worker_metrics_port),
     }
 
 
@@ -406,6 +411,7 @@ def up(quiet: bool = False) -> None:
     migrate()
     created = asyncio.run(create_topics())
     ctl("start", "all", check=False)
+    ctl("signal", "HUP", "gateway", check=False)  # a re-run picks up a changed gateway config
     asyncio.run(wait_ready())
     if not quiet:
         print(f"Switchboard is up ({time.monotonic() - started:.1f}s).")
@@ -413,7 +419,10 @@ def up(quiet: bool = False) -> None:
             print(f"  created topics: {', '.join(created)}")
         print(f"  gateway        http://127.0.0.1:{GATEWAY_PORT}  (health: /health)")
         for svc in SERVICES:
-            print(f"  {svc.name:<14} http://127.0.0.1:{svc.port}  (docs: /docs, ready: /ready)")
+            print(
+                f"  {svc.name:<14} http://127.0.0.1:{svc.port}  (docs: /docs, ready: /ready; "
+                f"worker metrics: :{svc.worker_metrics_port}/metrics)"
+            )
         print(f"  postgres       127.0.0.1:{PG_PORT} db={DATABASE} (role=password=<service>)")
         print(f"  redis          redis://127.0.0.1:{REDIS_PORT}")
         print(f"  kafka          127.0.0.1:{KAFKA_PORT}")

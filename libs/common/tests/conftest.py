@@ -75,11 +75,12 @@ class Contract:
 async def contract(bb_settings):
     """A run-unique event contract, so every test has its own topic and consumer groups."""
     from common.contracts import topic_for
-    from common.messaging.kafka import ensure_topics
+    from common.messaging.kafka import delete_topics, ensure_topics
 
     c = Contract()
     await ensure_topics(bb_settings, [topic_for(c.type)])
-    return c
+    yield c
+    await delete_topics(bb_settings, [topic_for(c.type)])
 
 
 class Proc:

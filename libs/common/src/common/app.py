@@ -18,7 +18,7 @@ from sqlalchemy import text
 from common.auth import TokenVerifier
 from common.context import request_id_var
 from common.db import create_engine, create_session_factory
-from common.errors import install_error_handlers
+from common.errors import error_body, install_error_handlers
 from common.messaging.kafka import KafkaProbe
 from common.observability import metrics
 from common.observability.logging import setup_logging
@@ -87,7 +87,13 @@ def create_service_app(
         status = 500
         try:
             with server_span(f"{request.method} {request.url.path}", dict(request.headers)):
-                response = await call_next(request)
+                try:
+                    response = await call_next(request)
+                except Exception:  # noqa: BLE001 - rendered here, while the request id is known
+                    access_log.exception("unhandled error")
+                    response = JSONResponse(
+                        error_body("Internal server error", "INTERNAL_ERROR"), status_code=500
+                    )
                 status = response.status_code
                 if request.url.path not in _QUIET_PATHS:
                     access_log.info(

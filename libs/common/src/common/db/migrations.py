@@ -16,6 +16,12 @@ def run_migrations(metadata: MetaData, settings: BaseServiceSettings) -> None:
 
     schema = settings.db_schema
 
+    def include_name(name, type_, parent_names):  # noqa: ANN001
+        # Reflect only our schema: service roles may not even look into the others.
+        if type_ == "schema":
+            return name == schema
+        return True
+
     def include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
         # Never let autogenerate propose touching another service's schema.
         if type_ == "table":
@@ -29,6 +35,7 @@ def run_migrations(metadata: MetaData, settings: BaseServiceSettings) -> None:
             version_table_schema=schema,
             include_schemas=True,
             include_object=include_object,
+            include_name=include_name,
         )
         with context.begin_transaction():
             # Inside the transaction: before it, the async template silently rolls back.

@@ -1,10 +1,14 @@
 """The consumer runner: typed handlers, inbox de-duplication, retries with backoff, a `.dlq` topic.
 
-Per partition batch, records are handled in order inside one database transaction, each in its
-own savepoint together with its inbox row (so a redelivered event changes nothing). The Kafka
-offset is committed only after that transaction commits. A handler that raises is retried alone,
-with backoff, before the records behind it (per-key order is kept); when retries run out, or the
-record cannot be decoded, or its version is unknown, it goes to `<topic>.dlq` with the reason.
+Per partition batch, records are handled in order inside one database transaction: one statement
+claims every event's inbox row (so a redelivered event changes nothing), then the handlers run.
+The Kafka offset is committed only after that transaction commits. If a handler raises, the
+transaction rolls back whole and the batch is redone with one savepoint per event, which commits
+the events before the failing one; the failing one is retried alone, with backoff, before the
+records behind it (per-key order is kept). When retries run out, or the handler raised
+DeadLetter, or the record cannot be decoded, or its version is unknown, it goes to
+`<topic>.dlq` with the reason. Handlers therefore may run more than once for one event; only
+what they do in the given session is kept exactly once, so they keep their effects there.
 Infrastructure failures (database or broker unreachable) are never dead-lettered: the batch is
 retried until they pass, and nothing is committed meanwhile.
 """
@@ -266,11 +270,6 @@ class EventConsumer:
             token = request_id_var.set(envelope.requestid)
             try:
                 await self.handlers[envelope.type](session, envelope)
-                metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
-                log.info(
-                    "event handled",
-                    extra={"event_id": envelope.id, "event_type": envelope.type, "group": self.group_id},
-                )
             finally:
                 request_id_var.reset(token)
 
@@ -296,7 +295,12 @@ class EventConsumer:
                         "handler failed",
                         extra={"event_id": item.envelope.id, "attempt": attempt, "error": repr(exc)},
                     )
-        reason = item.dead_reason or f"handler failed after retries: {failure!r}"[:1000]
+        if item.dead_reason:
+            reason = item.dead_reason
+        elif isinstance(failure, DeadLetter):
+            reason = f"rejected by handler: {failure}"[:1000]
+        else:
+            reason = f"handler failed after retries: {failure!r}"[:1000]
         await self._dead_letter(item, reason)
 
     async def _dead_letter(self, item: _Item, reason: str) -> None:
@@ -332,6 +336,18 @@ class EventConsumer:
         )
 
     def _committed(self, handled: list[EventEnvelope[Any]]) -> None:
+        """Count and log only what the database kept: a rolled-back batch is redone."""
+        for envelope in handled:
+            metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
+            with consume_span(envelope, self.group_id):
+                token = request_id_var.set(envelope.requestid)
+                try:
+                    log.info(
+                        "event handled",
+                        extra={"event_id": envelope.id, "event_type": envelope.type, "group": self.group_id},
+                    )
+                finally:
+                    request_id_var.reset(token)
         if handled and self.on_committed is not None:
             self.on_committed(handled)
 

@@ -88,6 +88,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def delete_topics(settings: BaseServiceSettings, topics: list[str]) -> None:
+    """Delete topics and their DLQs (tests clean up the scratch topics they made)."""
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in {*topics, *(dlq_topic(t) for t in topics)} if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
 class KafkaProbe:
     """A cheap readiness check: one long-lived admin client asks the broker for its metadata."""
 

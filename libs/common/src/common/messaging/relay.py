@@ -33,6 +33,11 @@ _PURGE = text(
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < now() - "
     "make_interval(secs => :keep) LIMIT 5000)"
 )
+# Inbox rows must outlive any redelivery: Kafka keeps records 72 h locally; keep ids 7 days.
+_PURGE_INBOX = text(
+    "DELETE FROM inbox WHERE (consumer_group, event_id) IN (SELECT consumer_group, event_id "
+    "FROM inbox WHERE received_at < now() - interval '7 days' LIMIT 5000)"
+)
 HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
@@ -134,6 +139,7 @@ class OutboxRelay:
         try:
             async with self.session_factory() as session, session.begin():
                 await session.execute(_PURGE, {"keep": self.keep_published_s})
+                await session.execute(_PURGE_INBOX)
         except Exception as exc:  # noqa: BLE001
             log.warning("outbox purge failed", extra={"error": repr(exc)})
 

@@ -85,7 +85,9 @@ def drop_notify_trigger_sql(schema: str) -> list[str]:
 
 def create_backbone_tables(connection, schema: str) -> None:  # noqa: ANN001
     """For a service's first migration: the outbox, the inbox and the NOTIFY trigger."""
-    metadata = MetaData(schema=schema)
+    from common.db.base import NAMING_CONVENTION
+
+    metadata = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
     add_backbone_tables(metadata)
     metadata.create_all(connection)
     for statement in create_notify_trigger_sql(schema):

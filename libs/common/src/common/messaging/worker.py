@@ -10,8 +10,10 @@ from collections.abc import Callable
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.contracts import all_topics
 from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
+from common.messaging.kafka import ensure_topics
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
 from common.observability.tracing import setup_tracing
@@ -36,6 +38,11 @@ async def run_worker_async(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    try:
+        # Topics are not auto-created: a missing one would hold the whole outbox back.
+        await asyncio.wait_for(ensure_topics(settings, all_topics()), 30)
+    except Exception as exc:  # noqa: BLE001 - the relay and consumers retry on their own
+        log.warning(f"could not ensure topics at start: {exc!r}")
     runners = [OutboxRelay(settings, session_factory), *consumers(session_factory)]
     log.info("worker starting", extra={"runners": [type(r).__name__ for r in runners]})
     try:
