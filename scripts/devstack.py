@@ -131,11 +131,34 @@ def write_kafka_config() -> Path:
     return props
 
 
+def ensure_pg_home() -> None:
+    """PostgreSQL refuses to run as root, so it runs as `postgres`, which must be able to reach
+    its data. When the checkout lies under a folder that user cannot enter (a private home, say),
+    the data goes under /var/lib and .local/pg is a symlink to it."""
+    home = LOCAL / "pg"
+    if home.exists() or home.is_symlink():
+        return
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(LOCAL)]).returncode == 0
+    if reachable:
+        home.mkdir()
+        return
+    import hashlib
+
+    target = Path("/var/lib/switchboard-dev") / hashlib.sha1(str(ROOT).encode()).hexdigest()[:12] / "pg"
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent.parent, 0o755)
+    os.chmod(target.parent, 0o755)
+    home.symlink_to(target)
+
+
 def init_postgres() -> Path:
-    data = LOCAL / "pg" / "data"
-    sock = LOCAL / "pg" / "run"
+    ensure_pg_home()
+    home = (LOCAL / "pg").resolve()  # the real path: `postgres` may not traverse .local
+    data = home / "data"
+    sock = home / "run"
     sock.mkdir(parents=True, exist_ok=True)
-    shutil.chown(LOCAL / "pg", "postgres", "postgres")
+    shutil.chown(home, "postgres", "postgres")
     shutil.chown(sock, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
@@ -198,7 +221,7 @@ serverurl=unix://{RUN}/supervisor.sock
 """,
         program(
             "postgres",
-            f"{bindir}/postgres -D {pg_data} -h 127.0.0.1 -p {PG_PORT} -k {LOCAL}/pg/run "
+            f"{bindir}/postgres -D {pg_data} -h 127.0.0.1 -p {PG_PORT} -k {pg_data.parent / 'run'} "
             "-c max_connections=300 -c fsync=on -c synchronous_commit=on -c log_min_messages=warning",
             user="postgres", stopsignal="INT", priority=10, autostart=True,
         ),

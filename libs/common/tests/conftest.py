@@ -20,16 +20,13 @@ from common.contracts.registry import register  # noqa: E402
 from common.db import create_engine, create_session_factory  # noqa: E402
 from common.messaging.tables import create_backbone_tables  # noqa: E402
 
+from tests.support import superuser_conn  # noqa: E402
+
 SCHEMA = "bbtest"
 
 
 async def _prepare_schema() -> None:
-    import asyncpg
-
-    root = HERE.parents[2]
-    conn = await asyncpg.connect(
-        host=str(root / ".local/pg/run"), port=55432, user="postgres", database="switchboard"
-    )
+    conn = await superuser_conn()
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SCHEMA):
             await conn.execute(f"CREATE ROLE {SCHEMA} LOGIN PASSWORD '{SCHEMA}'")

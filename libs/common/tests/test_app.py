@@ -1,11 +1,10 @@
 """The service app skeleton: error envelopes keep the request id, even for a crash."""
 
 import httpx
-from fastapi import APIRouter
-
 from common.app import create_service_app
 from common.errors import Conflict
 from common.settings import BaseServiceSettings
+from fastapi import APIRouter
 
 router = APIRouter()
 
