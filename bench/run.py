@@ -6,7 +6,9 @@ with raw aiokafka produce -> consume of the same records, measured in the same r
   * throughput: N events written as fast as possible (raw: producer.send; backbone: emit() in
     transactions of --tx-size events), measured from the first send/emit to the last
     received/handled event;
-  * paced: --rate events/s for --paced-seconds, end-to-end latency percentiles.
+  * paced: --rate events/s for --paced-seconds, end-to-end latency percentiles;
+  * diagnostics: where the time goes per event (emit -> relay claim -> handler -> commit), and
+    each stage alone (emit / relay / consumer draining a backlog) plus database round trips.
 
 Goals (from the issue): backbone throughput >= 50% of raw; backbone p99 < 50 ms at 1,000 ev/s.
 
@@ -34,12 +36,12 @@ from typing import Any
 import asyncpg
 from common.contracts import topic_for
 from common.contracts.base import Payload
-from common.contracts.envelope import EventEnvelope, dlq_topic
+from common.contracts.envelope import EventEnvelope
 from common.contracts.registry import register
 from common.db import create_engine, create_session_factory
 from common.messaging import emit
 from common.messaging.consumer import EventConsumer
-from common.messaging.kafka import ensure_topics, make_admin, make_consumer, make_producer
+from common.messaging.kafka import delete_topics, ensure_topics, make_consumer, make_producer
 from common.messaging.relay import HEADERS, OutboxRelay
 from common.messaging.tables import create_backbone_tables
 from common.settings import BaseServiceSettings
@@ -209,7 +211,7 @@ async def wait_phase(stats: PhaseStats, limit_s: float, tasks: list[asyncio.Task
     return stats.done.is_set()
 
 
-async def stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task], limit_s: float = 20.0) -> None:
+async def stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task], limit_s: float = 10.0) -> None:
     stop.set()
     if not tasks:
         return
@@ -459,7 +461,7 @@ async def run_raw(
         await stop_tasks(stop, tasks)
         for client in (consumer, producer):
             try:
-                await asyncio.wait_for(client.stop(), 20)
+                await asyncio.wait_for(client.stop(), 10)
             except Exception as exc:  # noqa: BLE001
                 log.warning("raw client stop failed: %r", exc)
 
@@ -780,18 +782,12 @@ async def run_isolated(
 # -- main -------------------------------------------------------------------------------------
 
 
-async def delete_topics(settings: BaseServiceSettings, topics: list[str]) -> None:
-    admin = make_admin(settings)
+async def remove_topics(settings: BaseServiceSettings, topics: list[str]) -> None:
+    """Best effort: delete this run's topics and their DLQs."""
     try:
-        await asyncio.wait_for(admin.start(), 10)
-        await asyncio.wait_for(admin.delete_topics(topics), 15)
-    except Exception as exc:  # noqa: BLE001 - best effort
+        await asyncio.wait_for(delete_topics(settings, topics), 20)
+    except Exception as exc:  # noqa: BLE001
         log.warning("could not delete bench topics %s: %r", topics, exc)
-    finally:
-        try:
-            await asyncio.wait_for(admin.close(), 10)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def summarize(result: dict[str, Any]) -> str:
@@ -931,9 +927,7 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
     finally:
         if not cfg.keep_topics:
             iso_topic = topic_for(f"{cfg.run_tag}x.item.created.v1")
-            await delete_topics(
-                settings, [raw_topic, topic, dlq_topic(topic), iso_topic, dlq_topic(iso_topic)]
-            )
+            await remove_topics(settings, [raw_topic, topic, iso_topic])
 
     raw_tp = bb.get("raw", {}).get("throughput", {}).get("events_per_s")
     back_tp = bb.get("backbone", {}).get("throughput", {}).get("events_per_s")

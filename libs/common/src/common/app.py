@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from common.auth import TokenVerifier
+from common.auth import CurrentPrincipal, TokenVerifier
 from common.context import request_id_var
 from common.db import create_engine, create_session_factory
 from common.errors import error_body, install_error_handlers
@@ -149,6 +149,19 @@ def create_service_app(
             {"success": False, "message": "Not ready", "code": "NOT_READY", "details": body},
             status_code=503,
         )
+
+    @app.get("/whoami", tags=["ops"])
+    async def whoami(principal: CurrentPrincipal) -> dict[str, Any]:
+        """The caller as this service sees their token (every service verifies tokens itself)."""
+        return {
+            "success": True,
+            "data": {
+                "userId": principal.user_id,
+                "tenantId": principal.tenant_id,
+                "roles": list(principal.roles),
+                "isPlatformAdmin": principal.is_platform_admin,
+            },
+        }
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -42,7 +42,7 @@ class JWKSCache:
     `min_refresh_s` (so forged kids cannot make us hammer the auth service)."""
 
     def __init__(
-        self, url: str, *, ttl_s: float = 300.0, min_refresh_s: float = 10.0, timeout_s: float = 3.0
+        self, url: str, *, ttl_s: float = 300.0, min_refresh_s: float = 1.0, timeout_s: float = 3.0
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s

@@ -30,11 +30,15 @@ class AppError(Exception):
         code: str | None = None,
         details: Any = None,
         headers: dict[str, str] | None = None,
+        commit: bool = False,
     ) -> None:
         self.message = message or self.message
         self.code = code or self.code
         self.details = details
         self.headers = headers
+        # The refusal itself must be remembered (a spent OTP attempt, a revoked token family):
+        # the request session commits before the error is returned, instead of rolling back.
+        self.commit = commit
         super().__init__(self.message)
 
 

@@ -4,11 +4,13 @@ import uuid
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from auth.keys.service import ensure_signing_key
 from auth.settings import AuthSettings
 from auth.users import service
 from auth.users.schemas import LoginRequest, RegisterRequest
 from common.errors import Conflict, Unauthorized
+from common.ratelimit import RateLimiter
 from sqlalchemy import text
 
 from tests.support import rollback_session
@@ -55,14 +57,15 @@ async def test_the_same_email_registers_once_whatever_its_case():
 
 
 async def test_login_refuses_a_wrong_password_and_an_unknown_email_alike():
+    limiter = RateLimiter(aioredis.from_url(SETTINGS.redis_url), f"test-{uuid.uuid4().hex}")
     async with rollback_session(SETTINGS) as session:
         await ensure_signing_key(session)
         email = new_email()
         await service.register(session, SETTINGS, RegisterRequest(email=email, password="pw-long-enough", name="A"))
-        ok = await service.login(session, SETTINGS, LoginRequest(email=email, password="pw-long-enough"))
+        ok = await service.login(session, SETTINGS, limiter, "203.0.113.9", LoginRequest(email=email, password="pw-long-enough"))
         assert ok.user.email == email
         for bad in (LoginRequest(email=email, password="wrong-password"),
                     LoginRequest(email=new_email(), password="pw-long-enough")):
             with pytest.raises(Unauthorized) as err:
-                await service.login(session, SETTINGS, bad)
+                await service.login(session, SETTINGS, limiter, "203.0.113.9", bad)
             assert err.value.code == "INVALID_CREDENTIALS"

@@ -1,4 +1,6 @@
-"""Signing keys live in the auth schema; the newest unretired key signs, all unretired verify."""
+"""Signing keys live in the auth schema. The newest active key signs; every key not yet past its
+retirement is published, so rotating keys logs nobody out: tokens signed by the previous key
+keep verifying until they expire (the grace covers the access-token lifetime)."""
 
 from __future__ import annotations
 
@@ -6,20 +8,21 @@ import json
 import secrets
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 from common.auth import ACCESS_TYP, ALGORITHM
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from auth.keys.repository import KeyRepository
 from auth.models import SigningKey
 from auth.settings import AuthSettings
 
 
-def _new_key() -> SigningKey:
+def _new_key(now: datetime) -> SigningKey:
     private = Ed25519PrivateKey.generate()
     kid = secrets.token_urlsafe(12)
     jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
@@ -27,32 +30,38 @@ def _new_key() -> SigningKey:
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    return SigningKey(kid=kid, private_pem=pem, public_jwk=jwk)
+    return SigningKey(kid=kid, private_pem=pem, public_jwk=jwk, active_from=now)
 
 
 async def ensure_signing_key(session: AsyncSession) -> None:
     """Create the first key once, even when several API processes start together."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('auth.signing_keys'))"))
-    existing = await session.scalar(select(SigningKey.kid).where(SigningKey.retired_at.is_(None)))
-    if existing is None:
-        session.add(_new_key())
+    repo = KeyRepository(session)
+    await repo.lock()
+    now = datetime.now(UTC)
+    if await repo.signer(now) is None:
+        await repo.add(_new_key(now))
+
+
+async def rotate(session: AsyncSession, settings: AuthSettings) -> SigningKey:
+    repo = KeyRepository(session)
+    await repo.lock()
+    now = datetime.now(UTC)
+    await repo.retire_active(now + timedelta(seconds=settings.key_retire_grace_s))
+    key = _new_key(now)
+    await repo.add(key)
+    return key
 
 
 async def active_key(session: AsyncSession) -> SigningKey:
-    key = await session.scalar(
-        select(SigningKey)
-        .where(SigningKey.retired_at.is_(None))
-        .order_by(SigningKey.created_at.desc())
-        .limit(1)
-    )
+    key = await KeyRepository(session).signer(datetime.now(UTC))
     if key is None:
         raise RuntimeError("no signing key: the API startup creates one")
     return key
 
 
 async def jwks(session: AsyncSession) -> dict[str, Any]:
-    rows = await session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))
-    return {"keys": [row.public_jwk for row in rows]}
+    keys = await KeyRepository(session).published(datetime.now(UTC))
+    return {"keys": [k.public_jwk for k in keys]}
 
 
 def sign_access_token(

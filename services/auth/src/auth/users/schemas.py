@@ -19,17 +19,19 @@ class LoginRequest(InputModel):
     password: Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class UserRead(CamelModel):
+class ProfileUpdate(InputModel):
+    """Only these fields: role, tenant or admin flags are not part of a profile (extra=forbid)."""
+
+    name: Name | None = None
+    about: Annotated[str, StringConstraints(max_length=500)] | None = None
+    avatar_media_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+
+
+class PublicUser(CamelModel):
+    """What another user may see."""
+
     id: str
-    email: str | None
-    phone: str | None
     name: str
-    tenant_id: str
-    role: str
-
-
-class TokenRead(CamelModel):
-    user: UserRead
-    access_token: str
-    token_type: str = "Bearer"
-    expires_in: int
+    phone: str | None = None
+    about: str | None = None
+    avatar_media_id: str | None = None

@@ -49,3 +49,12 @@ class PasswordResetRequestedV1(Payload):
     email: str
     token: str
     expires_at: str
+
+
+@event("auth.membership.changed.v1")
+class MembershipChangedV1(Payload):
+    """A user joined a tenant, changed role, or left it (role None)."""
+
+    user_id: str
+    tenant_id: str
+    role: Role | None

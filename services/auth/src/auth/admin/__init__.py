@@ -1,0 +1,1 @@
+"""Platform administration: users across tenants, signing key rotation (seed 001)."""

@@ -1,0 +1,1 @@
+"""Tenant members: OWNER and ADMIN invite and manage (seed 002)."""

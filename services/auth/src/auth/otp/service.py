@@ -1,0 +1,110 @@
+"""One-time codes: six digits, stored only as an HMAC, bound to phone and purpose, single use,
+five minutes, five wrong tries lock the challenge. Attempt counts live in Postgres, so losing
+Redis (which only throttles sending) never unlocks anything. The code leaves this service only
+inside `auth.otp.requested.v1` for messaging to deliver; it is never logged or answered."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from common.contracts.auth.v1 import OtpRequestedV1
+from common.errors import AppError, Unauthorized, Unprocessable
+from common.messaging import emit
+from common.phones import region_of, to_e164
+from common.ratelimit import Limit, RateLimiter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.models import OtpChallenge
+from auth.otp.repository import OtpRepository
+from auth.otp.schemas import SendOtpRead, SendOtpRequest, VerifyOtpRequest
+from auth.sessions import service as sessions
+from auth.sessions.schemas import TokenRead
+from auth.settings import AuthSettings
+from auth.users.repository import UserRepository
+from auth.users.service import create_user_with_tenant
+
+
+class OtpLocked(AppError):
+    status_code, code, message = 423, "OTP_LOCKED", "Too many wrong codes: request a new one"
+
+
+def code_hash(settings: AuthSettings, challenge_id: uuid.UUID, code: str) -> str:
+    message = f"{challenge_id}:{code}".encode()
+    return hmac.new(settings.otp_pepper.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _phone_for_otp(settings: AuthSettings, raw: str) -> str:
+    phone = to_e164(raw)
+    if region_of(phone) not in settings.otp_allowed_countries:
+        raise Unprocessable("We do not send codes to this country", code="COUNTRY_NOT_ALLOWED")
+    return phone
+
+
+async def send(
+    session: AsyncSession, settings: AuthSettings, limiter: RateLimiter, ip: str, req: SendOtpRequest
+) -> SendOtpRead:
+    phone = _phone_for_otp(settings, req.phone)
+    await limiter.hit(Limit("otp-cooldown", 1, settings.otp_resend_cooldown_s), f"{phone}:{req.purpose}")
+    await limiter.hit(Limit("otp-phone-hour", settings.otp_per_phone_per_hour, 3600), phone)
+    await limiter.hit(Limit("otp-ip-hour", settings.otp_per_ip_per_hour, 3600), ip)
+    now = datetime.now(UTC)
+    repo = OtpRepository(session)
+    await repo.supersede_open(phone, req.purpose, now)
+    challenge_id = uuid.uuid4()
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    expires = now + timedelta(seconds=settings.otp_ttl_s)
+    await repo.add(
+        OtpChallenge(
+            id=challenge_id, phone=phone, purpose=req.purpose,
+            code_hash=code_hash(settings, challenge_id, code), expires_at=expires, requested_ip=ip,
+        )
+    )
+    await emit(
+        session,
+        OtpRequestedV1(
+            challenge_id=str(challenge_id), phone=phone, code=code, purpose=req.purpose,
+            expires_at=expires.isoformat(),
+        ),
+        subject=phone,
+    )
+    return SendOtpRead(
+        challenge_id=str(challenge_id), phone=phone, expires_in=settings.otp_ttl_s,
+        resend_in=settings.otp_resend_cooldown_s,
+    )
+
+
+async def verify(session: AsyncSession, settings: AuthSettings, req: VerifyOtpRequest) -> TokenRead:
+    phone = to_e164(req.phone)
+    now = datetime.now(UTC)
+    challenge = await OtpRepository(session).latest_open(phone, req.purpose)
+    if challenge is None or challenge.expires_at <= now:
+        raise Unauthorized("Code invalid or expired", code="OTP_INVALID")
+    # The attempt is spent before comparing, under the row lock, so parallel guesses queue and
+    # cannot exceed the limit; a wrong code's refusal commits the spent attempt.
+    attempts = await OtpRepository(session).claim_attempt(challenge.id, settings.otp_max_attempts, now)
+    if attempts is None:
+        raise OtpLocked()
+    if not hmac.compare_digest(code_hash(settings, challenge.id, req.code), challenge.code_hash):
+        if attempts >= settings.otp_max_attempts:
+            raise OtpLocked(commit=True)
+        raise Unauthorized(
+            "Code invalid or expired", code="OTP_INVALID",
+            details={"attemptsLeft": settings.otp_max_attempts - attempts}, commit=True,
+        )
+    if not await OtpRepository(session).consume(challenge.id, now):
+        raise Unauthorized("Code invalid or expired", code="OTP_INVALID")
+    users = UserRepository(session)
+    user = await users.by_phone(phone)
+    new_user = user is None
+    if user is None:
+        user, membership = await create_user_with_tenant(session, name=req.name or phone, phone=phone)
+    else:
+        membership = await users.first_membership(user)
+        if membership is None:
+            raise Unauthorized("Account has no workspace", code="NO_MEMBERSHIP")
+    user.phone_verified_at = now
+    return await sessions.issue(session, settings, user, membership, new_user=new_user)

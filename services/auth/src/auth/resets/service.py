@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from common.contracts.auth.v1 import PasswordResetRequestedV1
+from common.errors import BadRequest
+from common.messaging import emit
+from common.ratelimit import Limit, RateLimiter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.models import PasswordReset
+from auth.resets.repository import ResetRepository
+from auth.resets.schemas import ResetConfirm, ResetRequest
+from auth.sessions.service import revoke_all, token_hash
+from auth.settings import AuthSettings
+from auth.users.passwords import hash_password
+from auth.users.repository import UserRepository
+
+
+async def request_reset(
+    session: AsyncSession, settings: AuthSettings, limiter: RateLimiter, req: ResetRequest
+) -> None:
+    """Always the same answer, whether or not the email has an account (no enumeration)."""
+    email = req.email.lower()
+    await limiter.hit(Limit("reset-email-hour", settings.password_resets_per_hour, 3600), email)
+    user = await UserRepository(session).by_email(email)
+    if user is None:
+        return
+    token = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(seconds=settings.password_reset_ttl_s)
+    await ResetRepository(session).add(
+        PasswordReset(user_id=user.id, token_hash=token_hash(token), expires_at=expires)
+    )
+    await emit(
+        session,
+        PasswordResetRequestedV1(
+            user_id=str(user.id), email=email, token=token, expires_at=expires.isoformat()
+        ),
+        subject=str(user.id),
+    )
+
+
+async def confirm_reset(session: AsyncSession, settings: AuthSettings, req: ResetConfirm) -> None:
+    now = datetime.now(UTC)
+    reset = await ResetRepository(session).use(token_hash(req.token), now)
+    if reset is None:
+        raise BadRequest("Reset link invalid, used or expired", code="RESET_TOKEN_INVALID")
+    user = await UserRepository(session).get(reset.user_id)
+    if user is None:
+        raise BadRequest("Reset link invalid, used or expired", code="RESET_TOKEN_INVALID")
+    user.password_hash = await hash_password(settings, req.new_password)
+    await revoke_all(session, user.id)  # every existing session ends with the old password
