@@ -13,7 +13,7 @@ from pathlib import Path
 import backbone_proc
 import pytest
 from common.contracts import dlq_topic, topic_for
-from common.messaging import emit
+from common.messaging import emit, emit_many
 from common.messaging.kafka import (
     consumer_config,
     make_consumer,
@@ -27,12 +27,16 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[3]
 
 
-async def emit_items(sessions, contract, seqs, per_tx=100, body="") -> None:  # noqa: ANN001
+async def emit_items(sessions, contract, seqs, per_tx=100, body="", bulk=False) -> None:  # noqa: ANN001
     seqs = list(seqs)
     for i in range(0, len(seqs), per_tx):
         async with sessions() as session, session.begin():
-            for seq in seqs[i : i + per_tx]:
-                await emit(session, contract.model(seq=seq, body=body), subject=f"item-{seq}")
+            chunk = seqs[i : i + per_tx]
+            if bulk:
+                await emit_many(session, [(contract.model(seq=s, body=body), f"item-{s}") for s in chunk])
+            else:
+                for seq in chunk:
+                    await emit(session, contract.model(seq=seq, body=body), subject=f"item-{seq}")
 
 
 async def effects(sessions, contract) -> tuple[int, int]:  # noqa: ANN001
@@ -111,7 +115,8 @@ async def test_outbox_events_are_consumed_exactly_once_even_when_redelivered(
     background.start(
         backbone_proc.make_consumer(bb_settings, bb_sessions, contract.type, f"g-{contract.type}")
     )
-    await emit_items(bb_sessions, contract, range(200))
+    await emit_items(bb_sessions, contract, range(100))
+    await emit_items(bb_sessions, contract, range(100, 200), bulk=True)
     assert await wait_effects(bb_sessions, contract, 200, 60) == (200, 200)
 
     # Kafka is at-least-once: deliver every record a second time, as a relay retry would.
@@ -294,3 +299,25 @@ async def test_database_restart_during_a_stream_loses_nothing_and_doubles_nothin
     assert "started" in restart.stdout, restart.stdout + restart.stderr
     await emitter
     assert await wait_effects(bb_sessions, contract, 600, 120) == (600, 600)
+
+
+def test_database_outages_are_transient_and_bad_data_is_not():
+    import asyncpg
+    from sqlalchemy import exc as sa_exc
+
+    from common.messaging.consumer import is_transient
+
+    def wrapped(cause: Exception) -> sa_exc.DBAPIError:
+        try:
+            try:
+                raise cause
+            except Exception as inner:
+                raise sa_exc.DBAPIError("stmt", {}, inner) from inner
+        except sa_exc.DBAPIError as outer:
+            return outer
+
+    assert is_transient(wrapped(asyncpg.CannotConnectNowError("the database system is shutting down")))
+    assert is_transient(wrapped(asyncpg.AdminShutdownError("terminating connection")))
+    assert is_transient(wrapped(ConnectionResetError()))
+    assert not is_transient(wrapped(asyncpg.UniqueViolationError("duplicate key")))
+    assert not is_transient(ValueError("poison pill"))

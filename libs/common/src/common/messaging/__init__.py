@@ -3,6 +3,6 @@
 The only package allowed to import aiokafka (checked by the architecture lint).
 """
 
-from common.messaging.outbox import emit
+from common.messaging.outbox import emit, emit_many
 
-__all__ = ["emit"]
+__all__ = ["emit", "emit_many"]

@@ -70,28 +70,40 @@ class _Item:
     dead_reason: str | None = None  # set: undecodable / unknown version -> DLQ without handling
 
 
+# SQLSTATE classes of a database that is away or overloaded, not of a bad event: connection
+# exceptions (08), operator intervention such as shutdown or restart (57P), insufficient
+# resources (53), and serialisation failures / deadlocks that a retry resolves.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53")
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors of the infrastructure, not of the event: retry forever, never dead-letter."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
             return True
-        orig = getattr(exc, "orig", None)
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(
-            getattr(orig, "__cause__", None), "sqlstate", None
-        )
-        if sqlstate and (sqlstate.startswith("08") or sqlstate in {"40001", "40P01", "57P01"}):
+        if isinstance(current, sa_exc.OperationalError | sa_exc.InterfaceError):
             return True
-        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-    return isinstance(
-        exc,
-        OSError
-        | ConnectionError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.CannotConnectNowError
-        | KafkaError,
-    )
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES) or sqlstate in _TRANSIENT_SQLSTATES
+        ):
+            return True
+        if isinstance(
+            current,
+            OSError
+            | ConnectionError
+            | TimeoutError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | KafkaError,
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 class EventConsumer:
@@ -139,14 +151,22 @@ class EventConsumer:
                     log.warning("fetch failed, retrying", extra={"error": repr(exc)})
                     await asyncio.sleep(0.5)
                     continue
-                for tp, records in batches.items():
-                    if not records:
-                        continue
-                    await self._process_partition(tp, records, stop)
-                    if stop.is_set() and not self._fully_processed:
-                        return
+                work = [(tp, records) for tp, records in batches.items() if records]
+                if not work:
+                    continue
+                # Partitions are independent (order is per partition): handle them side by side,
+                # then commit every finished partition's offset in one request.
+                done = await asyncio.gather(
+                    *(self._process_partition(tp, records, stop) for tp, records in work)
+                )
+                offsets = {
+                    tp: records[-1].offset + 1
+                    for (tp, records), finished in zip(work, done, strict=True)
+                    if finished
+                }
+                if offsets:
                     try:
-                        await consumer.commit({tp: records[-1].offset + 1})
+                        await consumer.commit(offsets)
                     except (CommitFailedError, IllegalStateError, KafkaError) as exc:
                         # The partition moved to another member or the broker is away: the
                         # records will be delivered again, and the inbox drops what we handled.
@@ -159,14 +179,14 @@ class EventConsumer:
 
     async def _process_partition(
         self, tp: TopicPartition, records: list[ConsumerRecord], stop: asyncio.Event
-    ) -> None:
-        self._fully_processed = False
+    ) -> bool:
+        """Handle one partition's records in order; True once all of them are settled."""
         items = [self._decode(r) for r in records]
         i = 0
         backoff = self.backoff
         while i < len(items):
             if stop.is_set():
-                return
+                return False
             try:
                 i = await self._process_from(items, i)
                 backoff = self.backoff
@@ -176,7 +196,7 @@ class EventConsumer:
                 log.warning("infrastructure error, retrying batch", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        self._fully_processed = True
+        return True
 
     async def _process_from(self, items: list[_Item], start: int) -> int:
         """Handle items[start:] and return the index to continue from.
@@ -339,15 +359,17 @@ class EventConsumer:
         """Count and log only what the database kept: a rolled-back batch is redone."""
         for envelope in handled:
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
-            with consume_span(envelope, self.group_id):
-                token = request_id_var.set(envelope.requestid)
-                try:
-                    log.info(
-                        "event handled",
-                        extra={"event_id": envelope.id, "event_type": envelope.type, "group": self.group_id},
-                    )
-                finally:
-                    request_id_var.reset(token)
+            trace_id = envelope.traceparent.split("-")[1] if envelope.traceparent else None
+            log.info(
+                "event handled",
+                extra={
+                    "event_id": envelope.id,
+                    "event_type": envelope.type,
+                    "group": self.group_id,
+                    "request_id": envelope.requestid,
+                    "trace_id": trace_id,
+                },
+            )
         if handled and self.on_committed is not None:
             self.on_committed(handled)
 

@@ -19,6 +19,28 @@ _INSERT = text(
 )
 
 
+def _envelope(session: AsyncSession, payload: BaseModel, subject: str, tenant_id: str | None) -> EventEnvelope:
+    return EventEnvelope(
+        source=session.info.get("source", "/switchboard/unknown"),
+        type=type_of(payload),
+        subject=subject,
+        tenantid=tenant_id,
+        traceparent=current_traceparent(),
+        requestid=request_id_var.get(),
+        data=payload,
+    )
+
+
+def _row(envelope: EventEnvelope) -> dict:
+    return {
+        "id": envelope.id,
+        "type": envelope.type,
+        "topic": topic_for(envelope.type),
+        "key": envelope.subject,
+        "env": envelope.model_dump_json(by_alias=True),
+    }
+
+
 async def emit(
     session: AsyncSession,
     payload: BaseModel,
@@ -27,24 +49,20 @@ async def emit(
     tenant_id: str | None = None,
 ) -> EventEnvelope:
     """Add an event to the outbox inside the caller's transaction; the relay publishes it later."""
-    event_type = type_of(payload)
-    envelope = EventEnvelope(
-        source=session.info.get("source", "/switchboard/unknown"),
-        type=event_type,
-        subject=subject,
-        tenantid=tenant_id,
-        traceparent=current_traceparent(),
-        requestid=request_id_var.get(),
-        data=payload,
-    )
-    await session.execute(
-        _INSERT,
-        {
-            "id": envelope.id,
-            "type": event_type,
-            "topic": topic_for(event_type),
-            "key": subject,
-            "env": envelope.model_dump_json(by_alias=True),
-        },
-    )
+    envelope = _envelope(session, payload, subject, tenant_id)
+    await session.execute(_INSERT, _row(envelope))
     return envelope
+
+
+async def emit_many(
+    session: AsyncSession,
+    events: list[tuple[BaseModel, str]],
+    *,
+    tenant_id: str | None = None,
+) -> list[EventEnvelope]:
+    """Add many events (payload, subject) in one round trip: for bulk writes such as a send
+    to thousands of recipients."""
+    envelopes = [_envelope(session, payload, subject, tenant_id) for payload, subject in events]
+    if envelopes:
+        await session.execute(_INSERT, [_row(e) for e in envelopes])
+    return envelopes

@@ -65,6 +65,11 @@ class OutboxRelay:
         backoff = 0.2
         try:
             while not stop.is_set():
+                # Cleared before claiming: a NOTIFY that lands during the batch wakes the next wait.
+                self._wake.clear()
+                if time.monotonic() - last_purge > 60:
+                    last_purge = time.monotonic()
+                    await self._purge()
                 try:
                     published = await self.publish_batch()
                     backoff = 0.2
@@ -78,10 +83,6 @@ class OutboxRelay:
                     continue
                 if published >= self.batch_size:
                     continue
-                if time.monotonic() - last_purge > 60:
-                    last_purge = time.monotonic()
-                    await self._purge()
-                self._wake.clear()
                 waiter = asyncio.create_task(self._wake.wait())
                 stopper = asyncio.create_task(stop.wait())
                 await asyncio.wait(
@@ -136,10 +137,15 @@ class OutboxRelay:
         return len(rows)
 
     async def _purge(self) -> None:
+        """Delete published outbox rows and old inbox rows, 5,000 at a time, until caught up
+        (bounded, so a huge backlog is worked off over several minutes, not in one go)."""
         try:
-            async with self.session_factory() as session, session.begin():
-                await session.execute(_PURGE, {"keep": self.keep_published_s})
-                await session.execute(_PURGE_INBOX)
+            for statement, params in ((_PURGE, {"keep": self.keep_published_s}), (_PURGE_INBOX, {})):
+                for _ in range(20):
+                    async with self.session_factory() as session, session.begin():
+                        deleted = (await session.execute(statement, params)).rowcount
+                    if deleted < 5000:
+                        break
         except Exception as exc:  # noqa: BLE001
             log.warning("outbox purge failed", extra={"error": repr(exc)})
 
