@@ -94,7 +94,7 @@ class EventTap:
         self.topic = topic
         self.seen: list[dict] = []
 
-    async def __aenter__(self) -> "EventTap":
+    async def __aenter__(self) -> EventTap:
         import uuid
 
         from common.messaging.kafka import make_consumer

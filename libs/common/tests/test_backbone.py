@@ -303,9 +303,8 @@ async def test_database_restart_during_a_stream_loses_nothing_and_doubles_nothin
 
 def test_database_outages_are_transient_and_bad_data_is_not():
     import asyncpg
-    from sqlalchemy import exc as sa_exc
-
     from common.messaging.consumer import is_transient
+    from sqlalchemy import exc as sa_exc
 
     def wrapped(cause: Exception) -> sa_exc.DBAPIError:
         try:
