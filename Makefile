@@ -18,6 +18,7 @@ status:
 	@$(PY) scripts/devstack.py status
 
 test: install
+	@$(PY) -m ruff check libs services tests bench scripts conftest.py
 	@$(PY) scripts/devstack.py up --quiet
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -27,7 +28,7 @@ test-fast: install
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint:
-	@$(PY) -m ruff check libs services tests bench scripts
+	@$(PY) -m ruff check libs services tests bench scripts conftest.py
 	@$(PY) -m pytest libs/common/tests/test_architecture.py -q
 
 bench: install
