@@ -307,6 +307,9 @@ def supervisord_running() -> bool:
 
 
 async def wait_infra(timeout: float = 120.0) -> None:
+    import logging
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "cannot connect" is expected here
     import asyncpg
     import redis.asyncio as aioredis
     from aiokafka.admin import AIOKafkaAdminClient

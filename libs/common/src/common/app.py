@@ -13,6 +13,10 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
 
 from common.auth import CurrentPrincipal, TokenVerifier
@@ -37,6 +41,19 @@ def _request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
+    """A Redis client that reconnects by itself: after a Redis restart the pooled connections
+    are stale, and the first command on each would otherwise fail."""
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
 def create_service_app(
     settings: BaseServiceSettings,
     *,
@@ -55,7 +72,7 @@ def create_service_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine, settings)
-        app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        app.state.redis = redis_client(settings)
         app.state.kafka_probe = KafkaProbe(settings)
         app.state.token_verifier = TokenVerifier(settings)
         async with AsyncExitStack() as stack:
