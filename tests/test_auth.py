@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support import AUTH_DIRECT, EventTap, random_ip, random_phone, superuser_conn
+from tests.support import AUTH_DIRECT, LOGS, EventTap, random_ip, random_phone, superuser_conn
 
 PASSWORD = "correct horse battery"
 
@@ -182,6 +182,10 @@ async def test_otp_signs_in_creating_the_account_once_and_each_code_works_once(a
     assert data["newUser"] is True and data["user"]["phone"] == phone and data["user"]["name"] == "Otto"
     again = await auth.post("/api/v1/auth/verify-otp", json={"phone": phone, "code": code})
     assert again.status_code == 401
+    # The code is in the event for messaging to deliver, and nowhere in our own logs.
+    for log_file in LOGS.glob("auth-*.log"):
+        for line in log_file.read_text(errors="replace").splitlines():
+            assert not (code in line and (phone in line or sent["challengeId"] in line)), line
     # Signing in again later finds the same account.
     conn = await superuser_conn()
     try:
