@@ -81,9 +81,10 @@ def random_phone() -> str:
 
 
 def random_ip() -> str:
+    """A client address of its own (198.18.0.0/15, the benchmarking range) for one test."""
     import random
 
-    return f"198.51.100.{random.randint(1, 254)}-{random.randint(0, 10**9)}"[:64]
+    return f"198.{random.randint(18, 19)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
 
 class EventTap:

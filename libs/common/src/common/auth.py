@@ -74,7 +74,10 @@ class JWKSCache:
                 jwks = jwt.PyJWKSet.from_dict(response.json())
         except Exception as exc:  # noqa: BLE001
             if self._keys:
-                return  # keep serving the keys we have while auth is briefly unreachable
+                # Keep serving the keys we have while auth is unreachable, and try again in
+                # `min_refresh_s * 30` rather than on every request.
+                self._fetched_at = time.monotonic() - self.ttl_s + self.min_refresh_s * 30
+                return
             raise Unauthorized("Cannot verify tokens right now", code="JWKS_UNAVAILABLE") from exc
         keys = {}
         for k in jwks.keys:

@@ -59,6 +59,13 @@ class RateLimiter:
         if count is not None and int(count) >= limit.limit:
             raise _too_many(max(int(ttl), 1))
 
+    async def undo(self, limit: Limit, subject: str) -> None:
+        """Give back one counted event (an attempt that turned out to be legitimate)."""
+        try:
+            await self.redis.decr(self._key(limit, subject))
+        except aioredis.RedisError as exc:
+            raise ServiceUnavailable("Rate limiter unavailable, try again shortly") from exc
+
     async def reset(self, limit: Limit, subject: str) -> None:
         try:
             await self.redis.delete(self._key(limit, subject))

@@ -21,6 +21,8 @@ class AuthSettings(BaseServiceSettings):
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
 
+    registrations_per_ip_per_hour: int = 30
+    searches_per_user_per_minute: int = 60
     login_failures_per_account: int = 5
     login_failures_per_ip: int = 30
     login_failure_window_s: int = 15 * 60

@@ -1,6 +1,6 @@
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import Membership, User
@@ -18,6 +18,13 @@ class MemberRepository:
             .order_by(Membership.created_at)
         )
         return [(u, m) for u, m in rows.all()]
+
+    async def lock_tenant(self, tenant_id: uuid.UUID) -> None:
+        """Serialise membership changes of one tenant (two demotions cannot race, nor deadlock)."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('auth.members'), hashtext(:t))"),
+            {"t": str(tenant_id)},
+        )
 
     async def get_for_update(self, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
         return await self.session.scalar(

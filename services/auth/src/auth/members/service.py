@@ -11,6 +11,7 @@ from common.auth import Principal
 from common.contracts.auth.v1 import MembershipChangedV1, PasswordResetRequestedV1, UserRegisteredV1
 from common.errors import Conflict, Forbidden, NotFound
 from common.messaging import emit
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.members.repository import MemberRepository
@@ -48,9 +49,13 @@ async def invite(session: AsyncSession, settings: AuthSettings, actor: Principal
     user = await users.by_email(email)
     if user is None:
         user = User(id=uuid.uuid4(), email=email, name=req.name)
-        await users.add(user)
         membership = Membership(user_id=user.id, tenant_id=tenant_id, role=req.role)
-        await MemberRepository(session).add(membership)
+        try:
+            async with session.begin_nested():
+                await users.add(user)
+                await MemberRepository(session).add(membership)
+        except IntegrityError as exc:  # the same email registered meanwhile
+            raise Conflict("An account with this email was just created; invite again", code="ACCOUNT_EXISTS") from exc
         await emit(
             session,
             UserRegisteredV1(
@@ -83,6 +88,7 @@ async def invite(session: AsyncSession, settings: AuthSettings, actor: Principal
 
 async def _target(session: AsyncSession, actor: Principal, user_id: uuid.UUID) -> tuple[MemberRepository, Membership]:
     repo = MemberRepository(session)
+    await repo.lock_tenant(uuid.UUID(actor.tenant_id))
     membership = await repo.get_for_update(uuid.UUID(actor.tenant_id), user_id)
     if membership is None:
         raise NotFound("No such member", code="MEMBER_NOT_FOUND")

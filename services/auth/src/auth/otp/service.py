@@ -48,9 +48,10 @@ async def send(
     session: AsyncSession, settings: AuthSettings, limiter: RateLimiter, ip: str, req: SendOtpRequest
 ) -> SendOtpRead:
     phone = _phone_for_otp(settings, req.phone)
+    # The caller's own limit first, so a refused caller spends nothing of the phone's quota.
+    await limiter.hit(Limit("otp-ip-hour", settings.otp_per_ip_per_hour, 3600), ip)
     await limiter.hit(Limit("otp-cooldown", 1, settings.otp_resend_cooldown_s), f"{phone}:{req.purpose}")
     await limiter.hit(Limit("otp-phone-hour", settings.otp_per_phone_per_hour, 3600), phone)
-    await limiter.hit(Limit("otp-ip-hour", settings.otp_per_ip_per_hour, 3600), ip)
     now = datetime.now(UTC)
     repo = OtpRepository(session)
     await repo.supersede_open(phone, req.purpose, now)

@@ -15,9 +15,9 @@ router = APIRouter(prefix="/api/v1", tags=["users"])
 
 @router.post("/users/register", status_code=201, response_model=Envelope[TokenRead])
 @router.post("/auth/register", status_code=201, response_model=Envelope[TokenRead])
-async def register(body: RegisterRequest, session: SessionDep, settings: SettingsDep):
+async def register(body: RegisterRequest, session: SessionDep, settings: SettingsDep, limiter: LimiterDep, ip: ClientIpDep):
     """Create an account; with `tenantName` it also creates that tenant with you as OWNER."""
-    return ok(await service.register(session, settings, body))
+    return ok(await service.register(session, settings, limiter, ip, body))
 
 
 @router.post("/users/login", response_model=Envelope[TokenRead])
@@ -45,8 +45,10 @@ async def update_profile(body: ProfileUpdate, principal: CurrentPrincipal, sessi
 async def search_users(
     principal: CurrentPrincipal,
     session: SessionDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
     q: Annotated[str, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ):
     """A full phone number finds that user; a name finds members of your own tenant."""
-    return ok(await service.search(session, principal, q, limit))
+    return ok(await service.search(session, settings, limiter, principal, q, limit))

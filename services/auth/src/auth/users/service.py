@@ -61,7 +61,10 @@ async def create_user_with_tenant(
     return user, membership
 
 
-async def register(session: AsyncSession, settings: AuthSettings, req: RegisterRequest) -> TokenRead:
+async def register(
+    session: AsyncSession, settings: AuthSettings, limiter: RateLimiter, ip: str, req: RegisterRequest
+) -> TokenRead:
+    await limiter.hit(Limit("register-ip-hour", settings.registrations_per_ip_per_hour, 3600), ip)
     email = req.email.lower()
     if await UserRepository(session).by_email(email) is not None:
         raise Conflict("An account with this email exists", code="EMAIL_TAKEN")
@@ -77,18 +80,19 @@ async def login(
 ) -> TokenRead:
     per_account, per_ip = _login_limits(settings)
     email = req.email.lower()
-    await limiter.check(per_account, email)
-    await limiter.check(per_ip, ip)
+    # Every attempt is counted before the password is checked (so parallel guesses cannot slip
+    # past the limit); a successful one is given back.
+    await limiter.hit(per_ip, ip)
+    await limiter.hit(per_account, email)
     repo = UserRepository(session)
     user = await repo.by_email(email)
     # Verified even when the account does not exist (against a dummy hash): same time either way.
     valid = await verify_password(settings, user.password_hash if user else None, req.password)
     membership = await repo.first_membership(user) if valid and user else None
     if membership is None or user is None:
-        await limiter.hit(per_account, email)
-        await limiter.hit(per_ip, ip)
         raise Unauthorized("Wrong email or password", code="INVALID_CREDENTIALS")
     await limiter.reset(per_account, email)
+    await limiter.undo(per_ip, ip)
     return await sessions.issue(session, settings, user, membership)
 
 
@@ -125,9 +129,12 @@ async def update_profile(session: AsyncSession, principal: Principal, req: Profi
     return await me(session, principal)
 
 
-async def search(session: AsyncSession, principal: Principal, q: str, limit: int) -> list[PublicUser]:
+async def search(
+    session: AsyncSession, settings: AuthSettings, limiter: RateLimiter, principal: Principal, q: str, limit: int
+) -> list[PublicUser]:
     """A full phone number finds that user anywhere (to start a chat); a name only finds members
-    of the caller's own tenant."""
+    of the caller's own tenant. Limited per user, against harvesting the phone directory."""
+    await limiter.hit(Limit("search-user-minute", settings.searches_per_user_per_minute, 60), principal.user_id)
     repo = UserRepository(session)
     looks_like_phone = q.startswith("+") or q.replace(" ", "").isdigit()
     if looks_like_phone:

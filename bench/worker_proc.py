@@ -1,0 +1,141 @@
+"""The consuming side of the benchmark, in its own OS process (started by bench/run.py).
+
+  --mode backbone   an OutboxRelay and an EventConsumer in one event loop, as in a service's
+                    worker process (common.messaging.worker); the handler inserts a
+                    bench.side_effects row in the session it is given.
+  --mode raw        a plain aiokafka consumer (make_consumer): getmany, commit after each batch.
+
+It reports on stdout, one JSON array per line (see bench/shared.py): READY once its tasks run,
+then for every committed consumer transaction (backbone) or fetched batch (raw) the time and the
+(seq, sent_at) of its events, and at exit its warning/error counts. It stops when its stdin
+closes, on SIGTERM/SIGINT, or after --max-seconds, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+import time
+
+from common.contracts.registry import register
+from common.db import create_engine, create_session_factory
+from common.messaging.consumer import EventConsumer
+from common.messaging.kafka import make_consumer
+from common.messaging.relay import OutboxRelay
+
+from shared import BenchItem, install_log_counter, make_settings, report, side_effect
+
+
+def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """A daemon thread: the parent closing our stdin (or dying) stops us."""
+
+    def wait_eof() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_eof, name="stdin-eof", daemon=True).start()
+
+
+async def run_raw(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float) -> None:
+    settings = make_settings()
+    consumer = make_consumer(settings, cfg.group, cfg.topic)
+    await asyncio.wait_for(consumer.start(), 30)
+    report("READY")
+    try:
+        while not stop.is_set() and time.monotonic() < hard_end:
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            now = time.time()
+            seen = []
+            for records in batches.values():
+                for record in records:
+                    data = json.loads(record.value)["data"]
+                    seen.append((data["seq"], data["sentAt"]))
+            if seen:
+                report("H", now, seen)
+                await consumer.commit()
+    finally:
+        await asyncio.wait_for(consumer.stop(), 10)
+
+
+async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float) -> None:
+    settings = make_settings(cfg.outbox_batch_size, cfg.outbox_poll_interval)
+    register(cfg.event_type, BenchItem)
+    engine = create_engine(settings)
+    sessions = create_session_factory(engine, settings)
+
+    def on_committed(handled) -> None:  # noqa: ANN001
+        report("H", time.time(), [(e.data.seq, e.data.sent_at) for e in handled])
+
+    relay = OutboxRelay(settings, sessions)
+    consumer = EventConsumer(
+        settings, sessions, cfg.group, {cfg.event_type: side_effect}, on_committed=on_committed
+    )
+    tasks = [
+        asyncio.create_task(relay.run(stop), name="outbox-relay"),
+        asyncio.create_task(consumer.run(stop), name="event-consumer"),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    report("READY")
+    try:
+        done, _ = await asyncio.wait(
+            [*tasks, stopper],
+            timeout=max(0.0, hard_end - time.monotonic()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in tasks:
+            if task in done and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        stopper.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+
+
+async def main_async(cfg: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watch_stdin(loop, stop)
+    hard_end = time.monotonic() + cfg.max_seconds
+    if cfg.mode == "raw":
+        await run_raw(cfg, stop, hard_end)
+    else:
+        await run_backbone(cfg, stop, hard_end)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--mode", choices=["raw", "backbone"], required=True)
+    p.add_argument("--topic", help="raw: the topic to read")
+    p.add_argument("--event-type", help="backbone: the event type to handle")
+    p.add_argument("--group", required=True)
+    p.add_argument("--outbox-batch-size", type=int, default=500)
+    p.add_argument("--outbox-poll-interval", type=float, default=1.0)
+    p.add_argument("--max-seconds", type=float, default=300.0)
+    cfg = p.parse_args()
+    counter = install_log_counter(prefix="[child] ")
+    status = 0
+    try:
+        asyncio.run(main_async(cfg))
+    except Exception as exc:  # noqa: BLE001
+        print(f"  [child] failed: {exc!r}", file=sys.stderr)
+        status = 1
+    report("LOG", counter.counts, counter.first)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
