@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +73,11 @@ async def side_effect(session, envelope) -> None:  # noqa: ANN001
 
 # -- the child's reports: one JSON array per line on its stdout -------------------------------
 #   ["READY"]                                 the consumer (and relay) tasks are running
-#   ["H", at, [[seq, sent_at], ...]]          these events became visible at `at` (time.time())
+#   ["H", at, [[seq, sent_at(, produced_at, decoded_at)], ...]]
+#                          these events became visible at `at` (time.time()); backbone adds the
+#                          Kafka record's CreateTime and when the consumer decoded the record
+#   ["R", at, rows, seconds]     the relay published a batch (publish_batch took `seconds`)
+#   ["P", at, records, seconds]  the consumer settled one partition's batch
 #   ["LOG", {"logger:LEVEL": count}, [first lines]]   the child's warnings/errors, at exit
 
 
@@ -126,3 +134,111 @@ def install_log_counter(prefix: str = "") -> ClientLogCounter:
 def is_client_problem(key: str) -> bool:
     """A warning/error of the Kafka client or the backbone: the run saw an outage or rebalance."""
     return key.startswith(("aiokafka", "common"))
+
+
+_STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(?:pid (\d+))?")
+WATCHED = ("kafka", "postgres", "redis", "auth-api", "billing-api")
+
+
+def stack_pids() -> dict[str, str]:
+    """The supervisor's view of the stack (`devstack.py status`): a changed pid is a restart."""
+    try:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "devstack.py"), "status"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            cwd=str(ROOT),
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": repr(exc)}
+    pids = {}
+    for line in out.splitlines():
+        m = _STATUS_LINE.match(line.strip())
+        if m and m.group(1) in WATCHED:
+            pids[m.group(1)] = m.group(3) or m.group(2)
+    return pids
+
+
+# -- CPU accounting (Linux /proc) -------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process (all its threads), from /proc."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == name:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _machine_ticks() -> dict[str, int]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values
+    return {
+        "busy": user + nice + system + irq + softirq,
+        "idle": idle + iowait,
+        "steal": steal,
+    }
+
+
+class CpuMeter:
+    """CPU cores busy during a phase: the machine, named processes, and PostgreSQL (all its
+    processes). `other` is whatever else ran: the idle services, other people's tests."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {k: v for k, v in pids.items() if v}
+        try:
+            self.t0 = time.monotonic()
+            self.m0 = _machine_ticks()
+            self.p0 = {k: cpu_seconds(v) for k, v in self.pids.items()}
+            self.pg0 = {pid: cpu_seconds(pid) or 0.0 for pid in _pids_named("postgres")}
+            self.ok = True
+        except OSError:
+            self.ok = False
+
+    def result(self) -> dict[str, Any]:
+        if not self.ok:
+            return {}
+        try:
+            wall = time.monotonic() - self.t0
+            m1 = _machine_ticks()
+            tick = os.sysconf("SC_CLK_TCK")
+            out: dict[str, Any] = {"seconds": round(wall, 2), "cpus": os.cpu_count()}
+            if wall <= 0:
+                return out
+            known = 0.0
+            for name, pid in self.pids.items():
+                c0, c1 = self.p0.get(name), cpu_seconds(pid)
+                if c0 is not None and c1 is not None:
+                    out[name] = round((c1 - c0) / wall, 2)
+                    known += c1 - c0
+            pg = sum(
+                (cpu_seconds(pid) or 0.0) - self.pg0.get(pid, 0.0) for pid in _pids_named("postgres")
+            )
+            out["postgres"] = round(pg / wall, 2)
+            known += pg
+            busy = (m1["busy"] - self.m0["busy"]) / tick
+            out["machine_busy"] = round(busy / wall, 2)
+            out["other"] = round(max(0.0, busy - known) / wall, 2)
+            out["steal"] = round((m1["steal"] - self.m0["steal"]) / tick / wall, 2)
+            return out
+        except OSError:
+            return {}

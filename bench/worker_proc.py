@@ -7,7 +7,8 @@
 
 It reports on stdout, one JSON array per line (see bench/shared.py): READY once its tasks run,
 then for every committed consumer transaction (backbone) or fetched batch (raw) the time and the
-(seq, sent_at) of its events, and at exit its warning/error counts. It stops when its stdin
+(seq, sent_at, ...) of its events, per-batch timings of the relay and the consumer (backbone),
+and at exit its warning/error counts. It stops when its stdin
 closes, on SIGTERM/SIGINT, or after --max-seconds, whichever comes first.
 """
 
@@ -26,7 +27,6 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
-
 from shared import BenchItem, install_log_counter, make_settings, report, side_effect
 
 
@@ -65,17 +65,58 @@ async def run_raw(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float)
         await asyncio.wait_for(consumer.stop(), 10)
 
 
+class TimedRelay(OutboxRelay):
+    """The library's relay, reporting each published batch: ["R", at, rows, seconds]."""
+
+    async def publish_batch(self) -> int:
+        t = time.perf_counter()
+        n = await super().publish_batch()
+        if n:
+            report("R", time.time(), n, round(time.perf_counter() - t, 6))
+        return n
+
+
+class TimedConsumer(EventConsumer):
+    """The library's consumer, unchanged in behaviour; for the per-stage breakdown it notes
+    each record's Kafka timestamp (CreateTime: the relay's send) and when the consumer loop
+    started on its batch, and reports each partition batch: ["P", at, records, seconds].
+    These hooks use private methods; if the library renames them, the breakdown is shorter."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.meta: dict[str, tuple[float, float]] = {}
+
+    def _decode(self, record):  # noqa: ANN001, ANN202
+        item = super()._decode(record)
+        if item.envelope is not None:
+            self.meta[item.envelope.id] = (record.timestamp / 1000.0, time.time())
+        return item
+
+    async def _process_partition(self, tp, records, stop):  # noqa: ANN001, ANN202
+        t = time.perf_counter()
+        try:
+            return await super()._process_partition(tp, records, stop)
+        finally:
+            report("P", time.time(), len(records), round(time.perf_counter() - t, 6))
+
+
 async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float) -> None:
     settings = make_settings(cfg.outbox_batch_size, cfg.outbox_poll_interval)
     register(cfg.event_type, BenchItem)
     engine = create_engine(settings)
     sessions = create_session_factory(engine, settings)
+    consumer: TimedConsumer
 
     def on_committed(handled) -> None:  # noqa: ANN001
-        report("H", time.time(), [(e.data.seq, e.data.sent_at) for e in handled])
+        now = time.time()
+        rows = []
+        for e in handled:
+            produced, decoded = consumer.meta.pop(e.id, (None, None))
+            rows.append((e.data.seq, e.data.sent_at, produced, decoded))
+        report("H", now, rows)
 
-    relay = OutboxRelay(settings, sessions)
-    consumer = EventConsumer(
+    relay = TimedRelay(settings, sessions)
+    consumer = TimedConsumer(
         settings, sessions, cfg.group, {cfg.event_type: side_effect}, on_committed=on_committed
     )
     tasks = [

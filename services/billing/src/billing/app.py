@@ -4,6 +4,7 @@ from common.app import create_service_app
 from fastapi import FastAPI
 
 from billing.accounts.endpoints import router as accounts_router
+from billing.ledger.endpoints import router as ledger_router
 from billing.settings import BillingSettings
 
 
@@ -12,5 +13,5 @@ def create_app(settings: BillingSettings | None = None) -> FastAPI:
         settings or BillingSettings(),
         title="Switchboard billing",
         description="Credits ledger, top-ups, holds, withdrawals and pricing.",
-        routers=[accounts_router],
+        routers=[accounts_router, ledger_router],
     )

@@ -3,7 +3,8 @@
 from common.messaging.consumer import EventConsumer
 from common.messaging.worker import run_worker
 
-from billing.accounts.handlers import make_handlers
+from billing.accounts.handlers import make_handlers as account_handlers
+from billing.holds.handlers import make_handlers as hold_handlers
 from billing.settings import BillingSettings
 
 
@@ -12,7 +13,8 @@ def main() -> None:
     run_worker(
         settings,
         lambda sessions: [
-            EventConsumer(settings, sessions, "billing", make_handlers(settings.default_currency))
+            EventConsumer(settings, sessions, "billing", account_handlers(settings.default_currency)),
+            EventConsumer(settings, sessions, "billing-holds", hold_handlers(settings)),
         ],
     )
 

@@ -51,3 +51,4 @@ def _load_all() -> None:
     # Importing the contract modules registers them.
     import common.contracts.auth.v1  # noqa: F401
     import common.contracts.billing.v1  # noqa: F401
+    import common.contracts.messaging.v1  # noqa: F401

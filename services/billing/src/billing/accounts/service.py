@@ -1,16 +1,13 @@
 from common.contracts.billing.v1 import AccountOpenedV1
-from common.errors import NotFound
 from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.accounts.repository import AccountRepository
 from billing.accounts.schemas import CreditsRead
+from billing.ledger import service as ledger
 
 
 async def credits_for(session: AsyncSession, tenant_id: str) -> CreditsRead:
-    account = await AccountRepository(session).by_tenant(tenant_id)
-    if account is None:
-        raise NotFound("No credit account yet", code="ACCOUNT_NOT_FOUND")
+    account = await ledger.require_account(session, tenant_id)
     return CreditsRead(
         balance=account.balance_minor,
         held=account.held_minor,
@@ -19,10 +16,8 @@ async def credits_for(session: AsyncSession, tenant_id: str) -> CreditsRead:
     )
 
 
-async def open_account(
-    session: AsyncSession, tenant_id: str, currency: str, event_id: str | None
-) -> bool:
-    account = await AccountRepository(session).open(tenant_id, currency, event_id)
+async def open_account(session: AsyncSession, tenant_id: str, currency: str, event_id: str | None) -> bool:
+    account = await ledger.open_account(session, tenant_id, currency, event_id)
     if account is None:
         return False
     await emit(

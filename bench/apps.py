@@ -1,0 +1,45 @@
+"""The two apps of the auth benchmark, served by uvicorn (bench/auth_scenario.py starts them):
+
+  uvicorn apps:create_bare_app --factory --app-dir bench ...   GET /ping, no auth
+  uvicorn apps:create_auth_app --factory --app-dir bench ...   GET /ping, CurrentPrincipal
+
+They differ only in the dependency: the same FastAPI app, the same error handlers, the same
+response. The authenticated one verifies the bearer token with common.auth.TokenVerifier against
+the auth service's JWKS (BENCH_JWKS_URL, default the local auth service), cached by JWKSCache.
+No middleware: what is measured is the verification itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from common.auth import CurrentPrincipal, TokenVerifier
+from common.errors import install_error_handlers
+from common.settings import BaseServiceSettings
+from fastapi import FastAPI
+
+JWKS_URL = os.environ.get("BENCH_JWKS_URL", "http://127.0.0.1:8101/.well-known/jwks.json")
+
+
+def create_bare_app() -> FastAPI:
+    app = FastAPI(title="bench bare", openapi_url=None)
+    install_error_handlers(app)
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def create_auth_app() -> FastAPI:
+    settings = BaseServiceSettings(service_name="bench-auth", jwks_url=JWKS_URL)
+    app = FastAPI(title="bench auth", openapi_url=None)
+    install_error_handlers(app)
+    app.state.token_verifier = TokenVerifier(settings)
+
+    @app.get("/ping")
+    async def ping(principal: CurrentPrincipal) -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

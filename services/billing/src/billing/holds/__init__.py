@@ -1,0 +1,1 @@
+"""Holds for the SMS and number-order sagas, driven by messaging events."""

@@ -1,0 +1,81 @@
+"""messaging.sms.requested / messaging.order.created -> hold -> billing.credits.reserved|rejected;
+the outcome events capture (sent, delivered, received) or release (failed, expired, ...) it.
+Idempotent by business key on top of the consumer's inbox."""
+
+from __future__ import annotations
+
+from common.contracts import EventEnvelope
+from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
+from common.contracts.messaging.v1 import (
+    OrderCreatedV1,
+    OrderUpdatedV1,
+    SmsRequestedV1,
+    SmsStatusV1,
+)
+from common.messaging import emit
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.ledger import service as ledger
+from billing.pricing.service import order_price, sms_segment_price
+from billing.settings import BillingSettings
+
+CAPTURE_SMS = {"sent", "delivered"}
+RELEASE_SMS = {"failed", "rejected", "undelivered"}
+
+
+async def _reserve(
+    session: AsyncSession, settings: BillingSettings, *, kind: str, reference: str, tenant_id: str, amount: int
+) -> None:
+    outcome = await ledger.place_hold(
+        session, tenant_id=tenant_id, currency=settings.default_currency, business_key=f"{kind}:{reference}",
+        kind=kind, reference=reference, amount=amount,  # type: ignore[arg-type]
+    )
+    if outcome.already:
+        return  # answered when it was placed
+    if outcome.status == "held":
+        assert outcome.hold is not None and outcome.account is not None
+        reply = CreditsReservedV1(
+            reference=reference, reference_kind=kind, tenant_id=tenant_id, hold_id=str(outcome.hold.id),
+            amount_minor=amount, currency=outcome.account.currency,
+        )
+    else:
+        reply = CreditsRejectedV1(
+            reference=reference, reference_kind=kind, tenant_id=tenant_id, reason=outcome.status, amount_minor=amount
+        )
+    await emit(session, reply, subject=reference, tenant_id=tenant_id)
+
+
+def make_handlers(settings: BillingSettings):
+    async def on_sms_requested(session: AsyncSession, event: EventEnvelope[SmsRequestedV1]) -> None:
+        sms = event.data
+        price = await sms_segment_price(session, settings, sms.country, sms.route)
+        await _reserve(
+            session, settings, kind="sms", reference=sms.message_id, tenant_id=sms.tenant_id,
+            amount=price * sms.segments,
+        )
+
+    async def on_sms_status(session: AsyncSession, event: EventEnvelope[SmsStatusV1]) -> None:
+        status = event.data
+        if status.status in CAPTURE_SMS:
+            await ledger.capture(session, f"sms:{status.message_id}", f"SMS {status.message_id}")
+        elif status.status in RELEASE_SMS:
+            await ledger.release(session, f"sms:{status.message_id}")
+
+    async def on_order_created(session: AsyncSession, event: EventEnvelope[OrderCreatedV1]) -> None:
+        order = event.data
+        price = await order_price(session, settings, order.provider, order.service, order.country)
+        await _reserve(session, settings, kind="order", reference=order.order_id, tenant_id=order.tenant_id, amount=price)
+
+    async def on_order_updated(session: AsyncSession, event: EventEnvelope[OrderUpdatedV1]) -> None:
+        order = event.data
+        if order.status == "received":
+            await ledger.capture(session, f"order:{order.order_id}", f"Number order {order.order_id}")
+        else:
+            await ledger.release(session, f"order:{order.order_id}")
+
+    return {
+        "messaging.sms.requested.v1": on_sms_requested,
+        "messaging.sms.status.v1": on_sms_status,
+        "messaging.order.created.v1": on_order_created,
+        "messaging.order.updated.v1": on_order_updated,
+    }

@@ -1,0 +1,1 @@
+"""The double-entry ledger: postings, holds, captures, releases, history."""

@@ -1,0 +1,134 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.models import Account, Hold, LedgerEntry, LedgerTransaction
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    async def system_account_id(self, code: str) -> uuid.UUID:
+        account_id = await self.session.scalar(select(Account.id).where(Account.code == code))
+        if account_id is None:
+            raise RuntimeError(f"system account {code} missing: run the billing migrations")
+        return account_id
+
+    async def customer(self, tenant_id: str) -> Account | None:
+        return await self.session.scalar(select(Account).where(Account.tenant_id == tenant_id))
+
+    async def open_customer(self, tenant_id: str, currency: str, event_id: str | None) -> Account | None:
+        """Open the tenant's account; None when it was already open."""
+        return await self.session.scalar(
+            pg_insert(Account)
+            .values(kind="customer", tenant_id=tenant_id, currency=currency, opened_by_event=event_id)
+            .on_conflict_do_nothing(index_elements=[Account.tenant_id])
+            .returning(Account)
+        )
+
+    async def refreshed(self, account_id: uuid.UUID) -> Account:
+        account = await self.session.get(Account, account_id, populate_existing=True)
+        assert account is not None
+        return account
+
+    # -- postings ----------------------------------------------------------------------------
+
+    async def insert_transaction(self, **values) -> uuid.UUID | None:
+        """None when the business key was already posted (at most one movement per key)."""
+        return await self.session.scalar(
+            pg_insert(LedgerTransaction)
+            .values(id=uuid.uuid4(), **values)
+            .on_conflict_do_nothing(index_elements=[LedgerTransaction.business_key])
+            .returning(LedgerTransaction.id)
+        )
+
+    async def insert_entries(self, transaction_id: uuid.UUID, postings: list[tuple[uuid.UUID, int]]) -> None:
+        await self.session.execute(
+            insert(LedgerEntry),
+            [{"transaction_id": transaction_id, "account_id": a, "amount_minor": m} for a, m in postings],
+        )
+
+    # -- holds -------------------------------------------------------------------------------
+
+    async def hold_by_key(self, business_key: str) -> Hold | None:
+        return await self.session.scalar(select(Hold).where(Hold.business_key == business_key))
+
+    async def reserve(self, account_id: uuid.UUID, amount: int) -> bool:
+        """Raise the held amount if the available balance covers it (atomic, row-locked)."""
+        row = await self.session.scalar(
+            update(Account)
+            .where(Account.id == account_id, Account.balance_minor - Account.held_minor >= amount)
+            .values(held_minor=Account.held_minor + amount)
+            .returning(Account.id)
+        )
+        return row is not None
+
+    async def unreserve(self, account_id: uuid.UUID, amount: int) -> None:
+        await self.session.execute(
+            update(Account).where(Account.id == account_id).values(held_minor=Account.held_minor - amount)
+        )
+
+    async def add_hold(self, hold: Hold) -> None:
+        self.session.add(hold)
+        await self.session.flush()
+
+    async def settle_hold(self, business_key: str, status: str, at: datetime) -> Hold | None:
+        """Move a held hold to captured/released; None if it is not held (already settled)."""
+        return await self.session.scalar(
+            update(Hold)
+            .where(Hold.business_key == business_key, Hold.status == "held")
+            .values(status=status, settled_at=at)
+            .returning(Hold)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def link_hold(self, hold_id: uuid.UUID, transaction_id: uuid.UUID) -> None:
+        await self.session.execute(update(Hold).where(Hold.id == hold_id).values(transaction_id=transaction_id))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def history(
+        self, account_id: uuid.UUID, *, start: datetime | None, end: datetime | None, offset: int, limit: int
+    ) -> tuple[list[tuple[LedgerEntry, LedgerTransaction]], int]:
+        stmt = (
+            select(LedgerEntry, LedgerTransaction)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(LedgerEntry.account_id == account_id)
+        )
+        if start is not None:
+            stmt = stmt.where(LedgerEntry.created_at >= start)
+        if end is not None:
+            stmt = stmt.where(LedgerEntry.created_at < end)
+        total = await self.session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await self.session.execute(
+            stmt.order_by(LedgerEntry.id.desc()).offset(offset).limit(limit)
+        )
+        return [(e, t) for e, t in rows.all()], int(total or 0)
+
+    async def invariants(self) -> dict[str, int]:
+        """Numbers that must all be zero (used by tests and the admin health view)."""
+        row = (
+            await self.session.execute(
+                text(
+                    """
+                    SELECT
+                      (SELECT coalesce(sum(amount_minor), 0) FROM ledger_entries) AS ledger_sum,
+                      (SELECT count(*) FROM accounts a WHERE a.kind = 'customer' AND a.balance_minor <>
+                         (SELECT coalesce(sum(e.amount_minor), 0) FROM ledger_entries e WHERE e.account_id = a.id))
+                         AS cache_mismatches,
+                      (SELECT count(*) FROM accounts a WHERE a.kind = 'customer' AND a.held_minor <>
+                         (SELECT coalesce(sum(h.amount_minor), 0) FROM holds h
+                           WHERE h.account_id = a.id AND h.status = 'held')) AS held_mismatches,
+                      (SELECT count(*) FROM accounts WHERE kind = 'customer'
+                         AND balance_minor - held_minor < 0) AS negative_available
+                    """
+                )
+            )
+        ).one()
+        return dict(row._mapping)

@@ -1,0 +1,169 @@
+"""Money moves here only. Every movement is a balanced transaction with a business key (at most
+one movement per key); holds reserve part of a customer's balance and are later captured
+(a transaction to revenue) or released. The database enforces the invariants (see migration
+0002); this module adds the business rules and the events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from common.contracts.billing.v1 import BalanceChangedV1
+from common.errors import NotFound
+from common.messaging import emit
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.ledger.repository import LedgerRepository
+from billing.models import Account, Hold
+
+Kind = Literal["topup", "sms", "order", "refund", "dispute", "withdrawal", "adjustment", "reversal"]
+REVENUE = {"sms": "revenue_sms", "order": "revenue_orders", "withdrawal": "payouts"}
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    status: Literal["held", "insufficient_credits", "no_account"]
+    hold: Hold | None = None
+    account: Account | None = None
+    already: bool = False  # the same business key had placed it before
+
+
+async def open_account(session: AsyncSession, tenant_id: str, currency: str, event_id: str | None) -> Account | None:
+    return await LedgerRepository(session).open_customer(tenant_id, currency, event_id)
+
+
+async def account_for(session: AsyncSession, tenant_id: str, currency: str, *, create: bool) -> Account | None:
+    """The tenant's account; opened lazily when an event for an unknown tenant arrives first."""
+    repo = LedgerRepository(session)
+    account = await repo.customer(tenant_id)
+    if account is None and create:
+        await repo.open_customer(tenant_id, currency, None)
+        account = await repo.customer(tenant_id)
+    return account
+
+
+async def post(
+    session: AsyncSession,
+    *,
+    business_key: str,
+    kind: Kind,
+    tenant_id: str | None,
+    description: str,
+    postings: list[tuple[uuid.UUID, int]],
+    reference: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> uuid.UUID | None:
+    """Post one balanced movement; None if this business key was already posted."""
+    if sum(amount for _, amount in postings) != 0 or any(amount == 0 for _, amount in postings):
+        raise ValueError("a movement's postings must be non-zero and sum to zero")
+    repo = LedgerRepository(session)
+    tx_id = await repo.insert_transaction(
+        business_key=business_key, kind=kind, tenant_id=tenant_id, description=description[:300],
+        reference=reference, details=details or {},
+    )
+    if tx_id is not None:
+        await repo.insert_entries(tx_id, postings)
+    return tx_id
+
+
+async def credit(
+    session: AsyncSession,
+    account: Account,
+    amount: int,
+    *,
+    business_key: str,
+    kind: Kind,
+    counter_account: str,
+    description: str,
+    reference: str | None = None,
+) -> uuid.UUID | None:
+    """Move `amount` (positive: to the customer; negative: from them) against a system account."""
+    repo = LedgerRepository(session)
+    system = await repo.system_account_id(counter_account)
+    tx = await post(
+        session, business_key=business_key, kind=kind, tenant_id=account.tenant_id,
+        description=description, reference=reference, postings=[(account.id, amount), (system, -amount)],
+    )
+    if tx is not None:
+        await _balance_changed(session, account.id, kind)
+    return tx
+
+
+async def place_hold(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    currency: str,
+    business_key: str,
+    kind: Kind,
+    reference: str,
+    amount: int,
+) -> HoldOutcome:
+    repo = LedgerRepository(session)
+    existing = await repo.hold_by_key(business_key)
+    if existing is not None:
+        return HoldOutcome("held", existing, already=True)
+    account = await account_for(session, tenant_id, currency, create=True)
+    assert account is not None
+    if not await repo.reserve(account.id, amount):
+        return HoldOutcome("insufficient_credits", account=account)
+    hold = Hold(account_id=account.id, business_key=business_key, kind=kind, reference=reference, amount_minor=amount)
+    await repo.add_hold(hold)
+    await _balance_changed(session, account.id, f"hold:{kind}")
+    return HoldOutcome("held", hold, account)
+
+
+async def capture(session: AsyncSession, business_key: str, description: str, amount: int | None = None) -> bool:
+    """Capture a held hold (all of it, or `amount` and release the rest). Idempotent."""
+    repo = LedgerRepository(session)
+    hold = await repo.settle_hold(business_key, "captured", datetime.now(UTC))
+    if hold is None:
+        return False
+    take = hold.amount_minor if amount is None else max(0, min(amount, hold.amount_minor))
+    await repo.unreserve(hold.account_id, hold.amount_minor)
+    if take > 0:
+        account = await repo.refreshed(hold.account_id)
+        revenue = await repo.system_account_id(REVENUE.get(hold.kind, "adjustments"))
+        tx = await post(
+            session, business_key=f"capture:{business_key}", kind=hold.kind, tenant_id=account.tenant_id,
+            description=description, reference=hold.reference,
+            postings=[(hold.account_id, -take), (revenue, take)],
+        )
+        if tx is not None:
+            await repo.link_hold(hold.id, tx)
+    await _balance_changed(session, hold.account_id, f"capture:{hold.kind}")
+    return True
+
+
+async def release(session: AsyncSession, business_key: str) -> bool:
+    """Release a held hold; idempotent (False when it was not held)."""
+    repo = LedgerRepository(session)
+    hold = await repo.settle_hold(business_key, "released", datetime.now(UTC))
+    if hold is None:
+        return False
+    await repo.unreserve(hold.account_id, hold.amount_minor)
+    await _balance_changed(session, hold.account_id, f"release:{hold.kind}")
+    return True
+
+
+async def require_account(session: AsyncSession, tenant_id: str) -> Account:
+    account = await LedgerRepository(session).customer(tenant_id)
+    if account is None:
+        raise NotFound("No credit account yet", code="ACCOUNT_NOT_FOUND")
+    return account
+
+
+async def _balance_changed(session: AsyncSession, account_id: uuid.UUID, reason: str) -> None:
+    account = await LedgerRepository(session).refreshed(account_id)
+    assert account.tenant_id is not None
+    await emit(
+        session,
+        BalanceChangedV1(
+            tenant_id=account.tenant_id, balance_minor=account.balance_minor, held_minor=account.held_minor,
+            available_minor=account.balance_minor - account.held_minor, currency=account.currency, reason=reason,
+        ),
+        subject=account.tenant_id,
+        tenant_id=account.tenant_id,
+    )
