@@ -1,0 +1,113 @@
+"""The ledger against the real billing schema: what the database refuses, and holds under
+real concurrency. Each test uses a fresh tenant, committed like production data."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from billing.ledger import service as ledger
+from billing.ledger.repository import LedgerRepository
+from billing.settings import BillingSettings
+from common.db import create_engine, create_session_factory
+
+SETTINGS = BillingSettings(db_pool_size=20)
+
+
+@pytest.fixture(scope="module")
+async def sessions():
+    engine = create_engine(SETTINGS)
+    yield create_session_factory(engine, SETTINGS)
+    await engine.dispose()
+
+
+async def funded_tenant(sessions, amount: int) -> str:  # noqa: ANN001
+    tenant = f"test-{uuid.uuid4()}"
+    async with sessions() as s, s.begin():
+        account = await ledger.account_for(s, tenant, "USD", create=True)
+        if amount:
+            await ledger.credit(s, account, amount, business_key=f"fund:{tenant}", kind="adjustment",
+                                counter_account="adjustments", description="test funding")
+    return tenant
+
+
+async def balance(sessions, tenant: str) -> tuple[int, int]:  # noqa: ANN001
+    async with sessions() as s:
+        account = await LedgerRepository(s).customer(tenant)
+        return account.balance_minor, account.held_minor
+
+
+async def billing_conn() -> asyncpg.Connection:
+    return await asyncpg.connect("postgresql://billing:billing@127.0.0.1:55432/switchboard")
+
+
+async def test_the_database_refuses_edits_unbalanced_movements_and_overdrafts(sessions):
+    tenant = await funded_tenant(sessions, 1_000)
+    conn = await billing_conn()
+    try:
+        await conn.execute("SET search_path = billing")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("UPDATE ledger_entries SET amount_minor = amount_minor * 2")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("DELETE FROM ledger_entries")
+        account = await conn.fetchval("SELECT id FROM accounts WHERE tenant_id = $1", tenant)
+        with pytest.raises(asyncpg.RaiseError, match="does not balance"):
+            async with conn.transaction():
+                tx = await conn.fetchval(
+                    "INSERT INTO ledger_transactions (id, business_key, kind, description) "
+                    "VALUES (gen_random_uuid(), $1, 'adjustment', 'x') RETURNING id", f"bad:{tenant}")
+                await conn.execute(
+                    "INSERT INTO ledger_entries (transaction_id, account_id, amount_minor) VALUES ($1, $2, 500)",
+                    tx, account)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE accounts SET held_minor = 1001 WHERE id = $1", account)
+    finally:
+        await conn.close()
+    assert await balance(sessions, tenant) == (1_000, 0)
+
+
+async def test_one_business_key_moves_money_once(sessions):
+    tenant = await funded_tenant(sessions, 0)
+    async def pay() -> object:
+        async with sessions() as s, s.begin():
+            account = await ledger.account_for(s, tenant, "USD", create=False)
+            return await ledger.credit(s, account, 700, business_key=f"same:{tenant}", kind="topup",
+                                       counter_account="stripe_clearing", description="top-up")
+    results = await asyncio.gather(*(pay() for _ in range(10)), return_exceptions=True)
+    assert sum(isinstance(r, uuid.UUID) for r in results) == 1
+    assert await balance(sessions, tenant) == (700, 0)
+
+
+async def test_200_concurrent_holds_on_a_balance_for_100_place_exactly_100(sessions):
+    tenant = await funded_tenant(sessions, 100 * 7)
+
+    async def hold(i: int) -> str:
+        async with sessions() as s, s.begin():
+            outcome = await ledger.place_hold(s, tenant_id=tenant, currency="USD", business_key=f"sms:{tenant}:{i}",
+                                              kind="sms", reference=str(i), amount=7)
+            return outcome.status
+
+    statuses = await asyncio.gather(*(hold(i) for i in range(200)))
+    assert statuses.count("held") == 100 and statuses.count("insufficient_credits") == 100
+    assert await balance(sessions, tenant) == (700, 700)
+    async with sessions() as s:
+        checks = await LedgerRepository(s).invariants()
+    assert checks["ledger_sum"] == 0 and checks["negative_available"] == 0
+    assert checks["cache_mismatches"] == 0 and checks["held_mismatches"] == 0
+
+
+async def test_capture_and_release_are_idempotent_and_partial_capture_releases_the_rest(sessions):
+    tenant = await funded_tenant(sessions, 100)
+    async with sessions() as s, s.begin():
+        await ledger.place_hold(s, tenant_id=tenant, currency="USD", business_key=f"o:{tenant}", kind="order",
+                                reference="o", amount=60)
+    for _ in range(3):
+        async with sessions() as s, s.begin():
+            await ledger.capture(s, f"o:{tenant}", "order", amount=45)
+    async with sessions() as s, s.begin():
+        assert await ledger.release(s, f"o:{tenant}") is False  # already settled
+    assert await balance(sessions, tenant) == (55, 0)
