@@ -35,6 +35,9 @@ REDIS_PORT = 56379
 KAFKA_PORT = 59092
 KAFKA_CONTROLLER_PORT = 59093
 GATEWAY_PORT = 8080
+# Stripe fake (localstripe, dev/test only) and what billing is configured with against it.
+LOCALSTRIPE_PORT = 8420
+STRIPE_WEBHOOK_SECRETS = ("whsec_local_1", "whsec_local_2")  # the second one: rotation
 DATABASE = "switchboard"
 
 
@@ -77,6 +80,17 @@ def service_env(svc: Service) -> dict[str, str]:
         "SB_JWKS_URL": "http://127.0.0.1:8101/.well-known/jwks.json",
         "SB_DB_POOL_SIZE": "5",
         "SB_WORKER_METRICS_PORT": str(svc.worker_metrics_port),
+        **(stripe_env() if svc.name == "billing" else {}),
+    }
+
+
+def stripe_env() -> dict[str, str]:
+    """billing -> localstripe (a JSON list: pydantic-settings parses it)."""
+    secrets = ",".join(f'"{s}"' for s in STRIPE_WEBHOOK_SECRETS)
+    return {
+        "SB_STRIPE_API_BASE": f"http://127.0.0.1:{LOCALSTRIPE_PORT}",
+        "SB_STRIPE_API_KEY": "sk_test_local",
+        "SB_STRIPE_WEBHOOK_SECRETS": f"[{secrets}]",
     }
 
 
@@ -237,10 +251,18 @@ serverurl=unix://{RUN}/supervisor.sock
             f"kafka.Kafka {kafka_props}",
             priority=10, autostart=True, stopwaitsecs=30,
         ),
+        # localstripe signs its events with the first secret and posts them through the gateway.
+        program(
+            "localstripe",
+            f"{PY} {ROOT}/scripts/localstripe_server.py --host 127.0.0.1 --port {LOCALSTRIPE_PORT} "
+            f"--webhook http://127.0.0.1:{GATEWAY_PORT}/api/v1/payments/webhook={STRIPE_WEBHOOK_SECRETS[0]}",
+            priority=10, autostart=True,
+        ),
         program("gateway", f"nginx -c {nginx_conf} -p {LOCAL}/gateway", priority=30, stopsignal="QUIT"),
     ]
     for svc in SERVICES:
-        env = ",".join(f'{k}="{v}"' for k, v in service_env(svc).items())
+        # Single quotes around values that hold double quotes (a JSON list); supervisord strips either.
+        env = ",".join(f"{k}='{v}'" if '"' in v else f'{k}="{v}"' for k, v in service_env(svc).items())
         sections.append(
             program(
                 f"{svc.name}-api",
@@ -431,7 +453,7 @@ def up(quiet: bool = False) -> None:
         ctl("update", check=False)
     else:
         subprocess.run([PY, "-m", "supervisor.supervisord", "-c", str(conf)], check=True)
-    ctl("start", "postgres", "redis", "kafka", check=False)
+    ctl("start", "postgres", "redis", "kafka", "localstripe", check=False)
     asyncio.run(wait_infra())
     asyncio.run(bootstrap_database())
     migrate()
@@ -452,6 +474,7 @@ def up(quiet: bool = False) -> None:
         print(f"  postgres       127.0.0.1:{PG_PORT} db={DATABASE} (role=password=<service>)")
         print(f"  redis          redis://127.0.0.1:{REDIS_PORT}")
         print(f"  kafka          127.0.0.1:{KAFKA_PORT}")
+        print(f"  localstripe    http://127.0.0.1:{LOCALSTRIPE_PORT}  (Stripe fake, key sk_test_local)")
         print(f"  logs           {LOGS}")
         print("Stop it with: make dev-down")
 

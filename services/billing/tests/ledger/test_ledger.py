@@ -8,8 +8,6 @@ import uuid
 
 import asyncpg
 import pytest
-from sqlalchemy import text
-
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
 from billing.settings import BillingSettings

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
-
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
 from billing.settings import BillingSettings
 from common.db import create_engine, create_session_factory
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 amounts = st.integers(min_value=1, max_value=5_000)
 

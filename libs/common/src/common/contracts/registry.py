@@ -52,3 +52,4 @@ def _load_all() -> None:
     import common.contracts.auth.v1  # noqa: F401
     import common.contracts.billing.v1  # noqa: F401
     import common.contracts.messaging.v1  # noqa: F401
+    import common.contracts.provider.v1  # noqa: F401

@@ -28,4 +28,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the session commits (or fails) before the response is sent, so a client
+# never gets a success for work that did not commit. (FastAPI's default for yield dependencies
+# now runs their exit after the response.)
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,121 @@
+"""The only module that talks to Stripe: creating PaymentIntents and checking webhook signatures.
+The API base address is a setting, so tests and the local stack use localstripe."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from common.errors import AppError, BadRequest, ServiceUnavailable
+
+from billing.settings import BillingSettings
+
+log = logging.getLogger("billing.payments.stripe")
+
+MAX_EVENT_ID = 100  # stripe_events.id
+
+
+class PaymentProviderError(AppError):
+    status_code, code, message = 502, "PAYMENT_PROVIDER_ERROR", "The payment provider refused the request"
+
+
+class BadSignature(BadRequest):
+    code, message = "INVALID_SIGNATURE", "Invalid Stripe signature"
+
+
+@dataclass(frozen=True)
+class CreatedIntent:
+    id: str
+    client_secret: str
+    status: str
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    id: str
+    type: str
+    payload: dict[str, Any]
+
+
+class StripeGateway:
+    def __init__(self, settings: BillingSettings) -> None:
+        self.settings = settings
+        self._client: stripe.StripeClient | None = None
+        if settings.stripe_api_key:
+            self._client = stripe.StripeClient(
+                settings.stripe_api_key,
+                base_addresses={"api": settings.stripe_api_base},
+                http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
+                max_network_retries=2,  # the library retries with the same idempotency key
+            )
+
+    async def create_payment_intent(
+        self, *, amount: int, currency: str, metadata: dict[str, str], idempotency_key: str
+    ) -> CreatedIntent:
+        if self._client is None:
+            raise ServiceUnavailable("Top-ups are not configured", code="PAYMENTS_UNAVAILABLE")
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                {"amount": amount, "currency": currency.lower(), "metadata": metadata},
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.APIConnectionError as exc:
+            log.warning("stripe unreachable", extra={"error": str(exc)})
+            raise ServiceUnavailable("The payment provider is unreachable", code="PAYMENTS_UNAVAILABLE") from exc
+        except stripe.StripeError as exc:
+            log.warning("stripe refused a payment intent", extra={"error": str(exc), "http_status": exc.http_status})
+            raise PaymentProviderError() from exc
+        if not intent.client_secret:
+            raise PaymentProviderError("The payment provider returned no client secret")
+        return CreatedIntent(id=intent.id, client_secret=intent.client_secret, status=intent.status)
+
+    def verify(self, payload: bytes, signature: str | None) -> VerifiedEvent:
+        """The event, if `signature` matches one of the webhook secrets within the tolerance."""
+        secrets = [s for s in self.settings.stripe_webhook_secrets if s]
+        if not secrets:
+            raise ServiceUnavailable("Stripe webhooks are not configured", code="WEBHOOK_UNAVAILABLE")
+        if not signature or len(signature) > 2048:
+            raise BadSignature("Missing Stripe-Signature header")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadSignature() from exc
+        if not any(_signed_with(text, signature, secret) for secret in secrets):
+            raise BadSignature()
+        # Checked after the signature (so the timestamp is Stripe's): an old delivery is refused
+        # even though it is genuine, which bounds how long a captured request can be replayed.
+        if _timestamp(signature) < time.time() - self.settings.stripe_webhook_tolerance_s:
+            raise BadSignature("Stripe signature timestamp is too old", code="SIGNATURE_EXPIRED")
+        try:
+            event = json.loads(text)
+        except ValueError as exc:
+            raise BadRequest("The event is not JSON", code="MALFORMED_EVENT") from exc
+        if not (
+            isinstance(event, dict)
+            and isinstance(event.get("id"), str)
+            and 0 < len(event["id"]) <= MAX_EVENT_ID
+            and isinstance(event.get("type"), str)
+            and 0 < len(event["type"]) <= 100
+            and isinstance(event.get("data"), dict)
+            and isinstance(event["data"].get("object"), dict)
+        ):
+            raise BadRequest("The event lacks an id, a type or a data object", code="MALFORMED_EVENT")
+        return VerifiedEvent(id=event["id"], type=event["type"], payload=event)
+
+
+def _signed_with(payload: str, header: str, secret: str) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+    except stripe.SignatureVerificationError:
+        return False
+    return True
+
+
+def _timestamp(header: str) -> int:
+    # Parsed as verify_header parses it (which has accepted it): the first `t` item.
+    items = [item.split("=", 2) for item in header.split(",")]
+    return int(next(item[1] for item in items if item[0] == "t"))
