@@ -1,6 +1,7 @@
 """Withdrawals and pricing as tenants and platform admins meet them, through the gateway: a
-withdrawal is held, then paid out or released by an admin; admins price SMS and number orders,
-by hand or fed by the provider catalogue event."""
+withdrawal is held, then paid out (refunded to the tenant's card payments on localstripe, or by
+hand) or released by an admin; admins price SMS and number orders, by hand or fed by the
+provider catalogue event."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import pytest
 from common.messaging.kafka import make_producer
 from common.settings import BaseServiceSettings
 
-from tests.support import GATEWAY, random_ip, superuser_conn
+from tests.support import GATEWAY, EventTap, random_ip, superuser_conn
+from tests.test_billing_payments import (
+    deliver,
+    pay_with_test_card,
+    stripe_client,
+    stripe_event,
+    topup,
+    wait_balance,
+)
 
 PASSWORD = "correct horse battery"
 # Territories no other test prices, so a country-wide rule here changes nobody else's price.
@@ -116,8 +125,10 @@ async def test_a_withdrawal_is_held_then_paid_out_once_and_shows_in_history(gate
     r = await gateway.post(approve_path(withdrawal["id"]), headers=bearer(admin))
     assert r.status_code == 200, r.text
     paid = r.json()["data"]
+    # Only manually credited money (no card payment to refund): paid by hand.
     assert (paid["status"], paid["payoutMethod"], paid["decidedBy"]) == ("paid", "manual", admin["user"]["id"])
     assert paid["payoutReference"].startswith("MAN-") and paid["decidedAt"]
+    assert (paid["payoutRefunded"], paid["payoutManual"]) == (0, 2_000)
     assert await credits(gateway, owner) == {"balance": 3_000, "held": 0, "available": 3_000, "currency": "USD"}
     history = (await gateway.get("/api/v1/payments/history", headers=bearer(owner))).json()["data"]["items"]
     assert [(m["kind"], m["amount"], m["balanceAfter"]) for m in history][:1] == [("withdrawal", -2_000, 3_000)]
@@ -127,6 +138,66 @@ async def test_a_withdrawal_is_held_then_paid_out_once_and_shows_in_history(gate
     late_reject = await gateway.post(approve_path(withdrawal["id"], "reject"), json={"reason": "too late"}, headers=bearer(admin))
     assert late_reject.status_code == 409
     assert (await credits(gateway, owner))["balance"] == 3_000
+
+
+async def test_a_withdrawal_is_refunded_to_the_card_and_stripes_report_of_that_refund_debits_nothing(gateway, admin):
+    owner = await owner_with(gateway, admin, 0)
+    headers = bearer(owner)
+    async with EventTap("billing.payment") as payment_events, EventTap("billing.withdrawal") as withdrawal_events:
+        topped = await topup(gateway, headers, 1_000)
+        intent = topped["paymentIntentId"]
+        await pay_with_test_card(intent)  # localstripe posts payment_intent.succeeded
+        await wait_balance(gateway, headers, 1_000)
+
+        withdrawal = (await withdraw(gateway, owner, 400)).json()["data"]
+        r = await gateway.post(approve_path(withdrawal["id"]), headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        paid = r.json()["data"]
+        assert (paid["status"], paid["payoutMethod"], paid["payoutRefunded"], paid["payoutManual"]) == (
+            "paid", "stripe_refund", 400, 0)
+        client = stripe_client()
+        [refund] = (await client.v1.refunds.list_async({"payment_intent": intent})).data
+        assert (refund.id, refund.amount, refund.status) == (paid["payoutReference"], 400, "succeeded")
+        assert (refund.metadata["withdrawal_id"], refund.metadata["kind"]) == (withdrawal["id"], "payout")
+        assert await credits(gateway, owner) == {"balance": 600, "held": 0, "available": 600, "currency": "USD"}
+        history = (await gateway.get("/api/v1/payments/history", headers=headers)).json()["data"]["items"]
+        assert [(m["kind"], m["amount"], m["balanceAfter"]) for m in history] == [
+            ("withdrawal", -400, 600), ("topup", 1_000, 1_000)]
+
+        # Stripe reports the refund (charge.refunded, amount_refunded 400): the withdrawal already
+        # took that money from the balance, so it is not debited again.
+        charge_id = (await client.v1.payment_intents.retrieve_async(intent)).latest_charge.id
+        charge = (await client.v1.charges.retrieve_async(charge_id)).to_dict()
+        assert charge["amount_refunded"] == 400
+        await deliver(gateway, stripe_event("charge.refunded", charge))
+        assert (await credits(gateway, owner))["balance"] == 600
+        payment = (await gateway.get(f"/api/v1/payments/topups/{topped['paymentId']}", headers=headers)).json()["data"]
+        assert {k: payment[k] for k in ("status", "refunded", "payoutRefunded", "credited")} == {
+            "status": "partially_refunded", "refunded": 400, "payoutRefunded": 400, "credited": 1_000}
+
+        # A refund the customer gets on top of it is still debited.
+        await client.v1.refunds.create_async({"payment_intent": intent, "amount": 100})
+        charge = (await client.v1.charges.retrieve_async(charge_id)).to_dict()
+        await deliver(gateway, stripe_event("charge.refunded", charge))
+        assert (await credits(gateway, owner))["balance"] == 500
+        history = (await gateway.get("/api/v1/payments/history", headers=headers)).json()["data"]["items"]
+        assert [(m["kind"], m["amount"]) for m in history] == [("refund", -100), ("withdrawal", -400), ("topup", 1_000)]
+
+        ours = topped["paymentId"]
+        await payment_events.find(lambda e: e["type"] == "billing.payment.succeeded.v1" and e["subject"] == ours)
+        reversed_ = await payment_events.find(lambda e: e["type"] == "billing.payment.reversed.v1" and e["subject"] == ours)
+        assert {k: reversed_["data"][k] for k in ("amountMinor", "reason", "tenantId")} == {
+            "amountMinor": 100, "reason": "refund", "tenantId": owner["user"]["tenantId"]}
+        # One key, one partition: a reversal of the payout refund would have come before it.
+        assert [e["data"]["amountMinor"] for e in payment_events.seen
+                if e["type"] == "billing.payment.reversed.v1" and e["subject"] == ours] == [100]
+        paid_event = await withdrawal_events.find(
+            lambda e: e["type"] == "billing.withdrawal.paid.v1" and e["subject"] == withdrawal["id"])
+        assert {k: paid_event["data"][k] for k in ("method", "reference", "amountMinor", "refundedMinor")} == {
+            "method": "stripe_refund", "reference": refund.id, "amountMinor": 400, "refundedMinor": 400}
+        requested = [e for e in withdrawal_events.seen
+                     if e["type"] == "billing.withdrawal.requested.v1" and e["subject"] == withdrawal["id"]]
+        assert len(requested) == 1 and requested[0]["data"]["amountMinor"] == 400
 
 
 async def test_two_admins_approving_at_once_pay_out_once(gateway, admin):
@@ -152,20 +223,23 @@ async def test_a_decision_retried_with_its_idempotency_key_replays_the_answer(ga
 
 async def test_a_rejected_withdrawal_gives_the_credit_back(gateway, admin):
     owner = await owner_with(gateway, admin, 1_500)
-    withdrawal = (await withdraw(gateway, owner, 1_500, note="everything")).json()["data"]
-    assert (await credits(gateway, owner))["available"] == 0
-    bad = await gateway.post(approve_path(withdrawal["id"], "reject"), json={"reason": "x", "refund": True}, headers=bearer(admin))
-    assert bad.status_code == 422 and bad.json()["code"] == "VALIDATION_ERROR"
-    assert {d["field"] for d in bad.json()["details"]} == {"reason", "refund"}
+    async with EventTap("billing.withdrawal") as events:
+        withdrawal = (await withdraw(gateway, owner, 1_500, note="everything")).json()["data"]
+        assert (await credits(gateway, owner))["available"] == 0
+        bad = await gateway.post(approve_path(withdrawal["id"], "reject"), json={"reason": "x", "refund": True}, headers=bearer(admin))
+        assert bad.status_code == 422 and bad.json()["code"] == "VALIDATION_ERROR"
+        assert {d["field"] for d in bad.json()["details"]} == {"reason", "refund"}
 
-    r = await gateway.post(approve_path(withdrawal["id"], "reject"), json={"reason": "bank details missing"}, headers=bearer(admin))
-    assert r.status_code == 200, r.text
-    rejected = r.json()["data"]
-    assert (rejected["status"], rejected["rejectionReason"], rejected["note"]) == ("rejected", "bank details missing", "everything")
-    assert await credits(gateway, owner) == {"balance": 1_500, "held": 0, "available": 1_500, "currency": "USD"}
-    assert (await gateway.post(approve_path(withdrawal["id"]), headers=bearer(admin))).status_code == 409
-    mine = (await gateway.get("/api/v1/payments/withdrawals", params={"status": "rejected"}, headers=bearer(owner))).json()
-    assert [w["rejectionReason"] for w in mine["data"]["items"]] == ["bank details missing"]
+        r = await gateway.post(approve_path(withdrawal["id"], "reject"), json={"reason": "bank details missing"}, headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        rejected = r.json()["data"]
+        assert (rejected["status"], rejected["rejectionReason"], rejected["note"]) == ("rejected", "bank details missing", "everything")
+        assert await credits(gateway, owner) == {"balance": 1_500, "held": 0, "available": 1_500, "currency": "USD"}
+        assert (await gateway.post(approve_path(withdrawal["id"]), headers=bearer(admin))).status_code == 409
+        mine = (await gateway.get("/api/v1/payments/withdrawals", params={"status": "rejected"}, headers=bearer(owner))).json()
+        assert [w["rejectionReason"] for w in mine["data"]["items"]] == ["bank details missing"]
+        event = await events.find(lambda e: e["type"] == "billing.withdrawal.rejected.v1" and e["subject"] == withdrawal["id"])
+        assert (event["data"]["reason"], event["data"]["amountMinor"]) == ("bank details missing", 1_500)
 
 
 async def test_only_owners_and_admins_withdraw_and_only_platform_admins_decide(gateway, admin):

@@ -9,7 +9,7 @@ from billing.ledger.repository import LedgerRepository
 from billing.models import Account, Hold, LedgerEntry, LedgerTransaction, Withdrawal
 from billing.settings import BillingSettings
 from billing.withdrawals import service
-from billing.withdrawals.payouts import ManualPayout, PayoutAdapter, PayoutFailed
+from billing.withdrawals.payouts import ManualPayout, Payout, PayoutAdapter, PayoutFailed
 from common.auth import Principal
 from common.errors import Conflict, Forbidden, NotFound, PaymentRequired
 from sqlalchemy import select
@@ -23,7 +23,7 @@ ADMIN = Principal(user_id="admin-1", tenant_id="platform", is_platform_admin=Tru
 class RefusingPayout(PayoutAdapter):
     """A payout provider that says no (what a Stripe refusal looks like to the approval)."""
 
-    async def pay(self, withdrawal: Withdrawal) -> tuple[str, str]:
+    async def pay(self, session, withdrawal: Withdrawal) -> Payout:  # noqa: ANN001
         raise PayoutFailed()
 
 

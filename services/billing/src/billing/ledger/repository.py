@@ -59,6 +59,12 @@ class LedgerRepository:
     async def hold_by_key(self, business_key: str) -> Hold | None:
         return await self.session.scalar(select(Hold).where(Hold.business_key == business_key))
 
+    async def lock_hold(self, business_key: str) -> Hold | None:
+        return await self.session.scalar(
+            select(Hold).where(Hold.business_key == business_key).with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
     async def reserve(self, account_id: uuid.UUID, amount: int) -> bool:
         """Raise the held amount if the available balance covers it (atomic, row-locked)."""
         row = await self.session.scalar(

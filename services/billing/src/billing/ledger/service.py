@@ -137,6 +137,14 @@ async def capture(session: AsyncSession, business_key: str, description: str, am
     return True
 
 
+async def still_held(session: AsyncSession, business_key: str) -> bool:
+    """Whether the hold is held, row-locked until commit: nothing can capture or release it
+    meanwhile. Locks only the hold (not the account), for callers that must take other row
+    locks before the capture touches the account."""
+    hold = await LedgerRepository(session).lock_hold(business_key)
+    return hold is not None and hold.status == "held"
+
+
 async def release(session: AsyncSession, business_key: str) -> bool:
     """Release a held hold; idempotent (False when it was not held)."""
     repo = LedgerRepository(session)

@@ -82,16 +82,24 @@ class Hold(Base):
 
 class Payment(Base):
     __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint(
+            "payout_refunded_minor >= 0 AND payout_refunded_minor <= amount_minor", name="payout_refund_bounded"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(100), unique=True)
-    stripe_charge_id: Mapped[str | None] = mapped_column(String(100))
+    stripe_charge_id: Mapped[str | None] = mapped_column(String(100), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(24), default="requires_payment", server_default="requires_payment")
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # Everything Stripe has refunded on the charge, as far as we know: customer refunds and the
+    # refunds we made to pay out withdrawals (payout_refunded_minor, a part of it).
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    payout_refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     disputed_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     applied_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -131,8 +139,11 @@ class Withdrawal(Base):
     status: Mapped[str] = mapped_column(String(12), default="requested", server_default="requested")
     hold_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("billing.holds.id"))
     payout_method: Mapped[str | None] = mapped_column(String(24))
-    payout_reference: Mapped[str | None] = mapped_column(String(100))
+    payout_reference: Mapped[str | None] = mapped_column(String(500))
+    # Of a paid withdrawal, what went back to the tenant's cards; the rest was paid by hand.
+    payout_refunded_minor: Mapped[int | None] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(String(500))
+    rejection_reason: Mapped[str | None] = mapped_column(String(500))
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

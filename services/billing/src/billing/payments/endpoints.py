@@ -10,10 +10,11 @@ from common.api import Envelope, Pagination, ok, paginate
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from common.errors import AppError
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.deps import StripeGatewayDep
 from billing.payments import service
 from billing.payments.repository import PaymentRepository
 from billing.payments.schemas import PaymentRead, TopupCreate, TopupRead
@@ -24,15 +25,7 @@ log = logging.getLogger("billing.payments")
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
 
-def _gateway(request: Request) -> StripeGateway:
-    # Built on first use and kept for the app's life (one HTTP connection pool to Stripe).
-    gateway = getattr(request.app.state, "stripe_gateway", None)
-    if gateway is None:
-        gateway = request.app.state.stripe_gateway = StripeGateway(request.app.state.settings)
-    return gateway
-
-
-GatewayDep = Annotated[StripeGateway, Depends(_gateway)]
+GatewayDep = StripeGatewayDep
 
 
 async def _topup(

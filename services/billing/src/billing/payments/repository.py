@@ -52,6 +52,33 @@ class PaymentRepository:
                 return payment
         return None
 
+    @staticmethod
+    def _refundable(tenant_id: str, currency: str):  # noqa: ANN205
+        return select(Payment).where(
+            Payment.tenant_id == tenant_id,
+            Payment.currency == currency,
+            Payment.succeeded.is_(True),
+            Payment.stripe_payment_intent_id.is_not(None),
+            Payment.disputed_minor == 0,  # Stripe refuses refunds on a disputed charge
+            Payment.refunded_minor < Payment.amount_minor,
+        )
+
+    async def has_refundable(self, tenant_id: str, currency: str) -> bool:
+        found = await self.session.scalar(self._refundable(tenant_id, currency).with_only_columns(Payment.id).limit(1))
+        return found is not None
+
+    async def lock_refundable(self, tenant_id: str, currency: str, *, limit: int) -> list[Payment]:
+        """The tenant's card payments that can still be refunded, newest first, row-locked in that
+        order (so concurrent payouts and webhook deliveries for them serialise)."""
+        rows = await self.session.scalars(
+            self._refundable(tenant_id, currency)
+            .order_by(Payment.created_at.desc(), Payment.id.desc())
+            .limit(limit)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(rows)
+
     async def lock_account(self, account_id: uuid.UUID) -> Account:
         account = await self.session.scalar(
             select(Account).where(Account.id == account_id).with_for_update()

@@ -27,8 +27,10 @@ class TopupRead(CamelModel):
 
 
 class PaymentRead(CamelModel):
-    """A top-up and what Stripe has reported about it; `credited` is what it adds to your balance
-    now (amount, less refunds and disputes, once it succeeded)."""
+    """A top-up and what Stripe has reported about it. `refunded` is everything refunded to the
+    card, of which `payoutRefunded` paid out your withdrawals; `credited` is what it adds to your
+    balance now (amount, less your other refunds and disputes, once it succeeded: a withdrawal's
+    payout shows as the withdrawal instead)."""
 
     payment_id: str
     payment_intent_id: str | None
@@ -37,6 +39,7 @@ class PaymentRead(CamelModel):
     status: str
     succeeded: bool
     refunded: int
+    payout_refunded: int
     disputed: int
     credited: int
     created_at: datetime

@@ -9,6 +9,18 @@ end at the same balance.
 
 A reversal the customer's available balance cannot cover takes what is available and puts the
 rest on the `receivables` system account; money coming back for that payment repays it first.
+
+Refunds are also how withdrawals are paid out (billing/withdrawals/payouts.py). Such a refund
+is recorded in `payout_refunded_minor` (and counted in `refunded_minor`) in the approval's
+transaction, with the payment row locked; the withdrawal's capture has already taken that money
+from the balance, so what a payment is worth (`worth`) subtracts only the customer's refunds.
+The row lock orders an approval and the charge.refunded event about its refund: the refund
+exists at Stripe only while the approval holds the lock, so the event's reconcile runs after the
+approval commits (and sees the payout) or after it rolls back (and then, the refund being
+unknown to us, debits it as a customer refund; a replayed approval gives it back).
+
+Events: `billing.payment.succeeded.v1` when a payment is first known paid (and credited),
+`billing.payment.reversed.v1` whenever a refund or dispute takes credit back.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.contracts.billing.v1 import BalanceChangedV1
+from common.contracts.billing.v1 import BalanceChangedV1, PaymentReversedV1, PaymentSucceededV1
 from common.errors import NotFound, ServiceUnavailable, Unprocessable
 from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,11 +40,13 @@ from billing.ledger.repository import LedgerRepository
 from billing.models import Account, Payment
 from billing.payments.repository import PaymentRepository
 from billing.payments.schemas import PaymentRead, TopupCreate, TopupRead
-from billing.payments.stripe_gateway import StripeGateway, VerifiedEvent
+from billing.payments.stripe_gateway import CreatedRefund, StripeGateway, VerifiedEvent
 
 log = logging.getLogger("billing.payments")
 
 CLEARING = "stripe_clearing"
+# Not a Stripe event type: the movement (if any) that recording a payout refund makes.
+PAYOUT_REFUND = "switchboard.payout_refund"
 RECEIVABLES = "receivables"
 DISPUTE_WON = "won"
 # Inquiries (`warning_*`) move no money; only a real dispute withdraws the funds.
@@ -87,7 +101,8 @@ def payment_read(payment: Payment) -> PaymentRead:
     return PaymentRead(
         payment_id=str(payment.id), payment_intent_id=payment.stripe_payment_intent_id,
         amount=payment.amount_minor, currency=payment.currency, status=payment.status,
-        succeeded=payment.succeeded, refunded=payment.refunded_minor, disputed=payment.disputed_minor,
+        succeeded=payment.succeeded, refunded=payment.refunded_minor, payout_refunded=payment.payout_refunded_minor,
+        disputed=payment.disputed_minor,
         credited=payment.applied_minor, created_at=payment.created_at, updated_at=payment.updated_at,
     )
 
@@ -207,6 +222,7 @@ async def reconcile(session: AsyncSession, event_id: str, event_type: str, paylo
         return f"amount {facts.amount} does not match the payment"
 
     # -- the payment's state only moves forward ----------------------------------------------
+    was_succeeded = payment.succeeded
     if facts.charge_id and facts.succeeded and payment.stripe_charge_id is None:
         payment.stripe_charge_id = facts.charge_id
     if facts.succeeded:
@@ -222,13 +238,82 @@ async def reconcile(session: AsyncSession, event_id: str, event_type: str, paylo
     payment.status = _status(payment, facts.intent_status)
 
     # -- bring the ledger to what that state is worth ----------------------------------------
-    target = (payment.amount_minor if payment.succeeded else 0) - payment.refunded_minor - payment.disputed_minor
-    delta = target - payment.applied_minor
-    if delta != 0:
-        await _move(session, payment, delta, event_id=event_id, event_type=event_type, facts=facts)
-        payment.applied_minor = target
+    await _apply(session, payment, event_id=event_id, event_type=event_type, facts=facts)
+    if payment.succeeded and not was_succeeded:
+        await emit(
+            session,
+            PaymentSucceededV1(
+                tenant_id=payment.tenant_id, payment_id=str(payment.id), amount_minor=payment.amount_minor,
+                currency=payment.currency,
+            ),
+            subject=str(payment.id),
+            tenant_id=payment.tenant_id,
+        )
     await session.flush()
     return None
+
+
+def worth(payment: Payment) -> int:
+    """What the payment is worth to the customer's balance now: its amount once it succeeded, less
+    the refunds the customer got and any dispute. Refunds we made to pay out a withdrawal are
+    part of refunded_minor but not subtracted: that money already left the balance when the
+    withdrawal's hold was captured (customer -> payouts), so debiting it here would take it twice.
+    """
+    customer_refunds = max(payment.refunded_minor - payment.payout_refunded_minor, 0)
+    return (payment.amount_minor if payment.succeeded else 0) - customer_refunds - payment.disputed_minor
+
+
+def refundable(payment: Payment) -> int:
+    """What can still be refunded to the card. refunded_minor counts our payout refunds from the
+    moment we make them (record_payout_refund), not only once Stripe reports them, so it is not
+    subtracted twice nor missed while the charge.refunded event is on its way."""
+    if not payment.succeeded or payment.disputed_minor or payment.stripe_payment_intent_id is None:
+        return 0
+    return max(payment.amount_minor - payment.refunded_minor, 0)
+
+
+async def record_payout_refund(
+    session: AsyncSession, payment: Payment, refund: CreatedRefund, withdrawal_id: uuid.UUID
+) -> None:
+    """Record a refund that pays out (part of) a withdrawal, in the transaction that captures the
+    withdrawal's hold. `payment` must be row-locked (PaymentRepository.lock_refundable): a
+    charge.refunded event about this refund waits on that lock until this commits, and then finds
+    it counted as a payout, so it debits nothing.
+
+    refunded_minor becomes Stripe's own total for the charge after the refund (it includes every
+    earlier refund, reported to us or not). If the refund had already been reported as a
+    customer refund (an earlier approval that refunded, then rolled back, and is now replayed
+    with the same idempotency key), the reconcile below gives that debit back."""
+    payment.payout_refunded_minor += refund.amount
+    stripe_total = refund.charge_amount_refunded
+    if stripe_total is None:
+        stripe_total = payment.refunded_minor + refund.amount
+    payment.refunded_minor = min(
+        max(payment.refunded_minor, stripe_total, payment.payout_refunded_minor), payment.amount_minor
+    )
+    payment.status = _status(payment, None)
+    await _apply(session, payment, event_id=f"payout:{withdrawal_id}", event_type=PAYOUT_REFUND, facts=_Facts())
+    await session.flush()
+
+
+async def _apply(session: AsyncSession, payment: Payment, *, event_id: str, event_type: str, facts: _Facts) -> None:
+    """Post what the payment's state is worth minus what was applied, as one movement."""
+    target = worth(payment)
+    delta = target - payment.applied_minor
+    if delta == 0:
+        return
+    await _move(session, payment, delta, event_id=event_id, event_type=event_type, facts=facts)
+    payment.applied_minor = target
+    if delta < 0:
+        await emit(
+            session,
+            PaymentReversedV1(
+                tenant_id=payment.tenant_id, payment_id=str(payment.id), amount_minor=-delta,
+                currency=payment.currency, reason="dispute" if event_type.startswith("charge.dispute.") else "refund",
+            ),
+            subject=str(payment.id),
+            tenant_id=payment.tenant_id,
+        )
 
 
 def _status(payment: Payment, intent_status: str | None) -> str:
@@ -294,6 +379,8 @@ def _posted(tx: uuid.UUID | None, event_id: str, payment: Payment) -> None:
 
 def _describe(delta: int, event_type: str, payment: Payment, facts: _Facts) -> tuple[ledger.Kind, str]:
     intent = payment.stripe_payment_intent_id
+    if event_type == PAYOUT_REFUND and delta > 0:
+        return "reversal", f"A refund of top-up {intent} was a withdrawal payout, not a customer refund: restored"
     if event_type.startswith("charge.dispute."):
         if delta > 0:
             return "dispute", f"Card dispute {facts.dispute_id} won: top-up {intent} restored"

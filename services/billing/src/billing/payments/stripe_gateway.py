@@ -1,5 +1,6 @@
-"""The only module that talks to Stripe: creating PaymentIntents and checking webhook signatures.
-The API base address is a setting, so tests and the local stack use localstripe."""
+"""The only module that talks to Stripe: creating PaymentIntents, refunding them (to pay out
+withdrawals) and checking webhook signatures. The API base address is a setting, so tests and
+the local stack use localstripe."""
 
 from __future__ import annotations
 
@@ -34,6 +35,24 @@ class CreatedIntent:
     status: str
 
 
+class RefundRefused(PaymentProviderError):
+    """Stripe answered and said no (the charge is disputed, already refunded, too old...): no
+    money moved, so the caller may pay another way."""
+
+    code, message = "REFUND_REFUSED", "The payment provider refused the refund"
+
+
+@dataclass(frozen=True)
+class CreatedRefund:
+    id: str
+    amount: int
+    status: str
+    charge_id: str | None
+    # Stripe's total refunded on the charge right after this refund (ours and every earlier one),
+    # None when Stripe did not return the charge.
+    charge_amount_refunded: int | None
+
+
 @dataclass(frozen=True)
 class VerifiedEvent:
     id: str
@@ -52,6 +71,10 @@ class StripeGateway:
                 http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
                 max_network_retries=2,  # the library retries with the same idempotency key
             )
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
 
     async def create_payment_intent(
         self, *, amount: int, currency: str, metadata: dict[str, str], idempotency_key: str
@@ -72,6 +95,42 @@ class StripeGateway:
         if not intent.client_secret:
             raise PaymentProviderError("The payment provider returned no client secret")
         return CreatedIntent(id=intent.id, client_secret=intent.client_secret, status=intent.status)
+
+    async def refund(
+        self, *, payment_intent: str, amount: int, metadata: dict[str, str], idempotency_key: str
+    ) -> CreatedRefund:
+        """Refund `amount` of a PaymentIntent. RefundRefused when Stripe says no (nothing moved);
+        any other failure leaves the outcome unknown (ServiceUnavailable / PaymentProviderError):
+        retry with the same idempotency key, never pay the money another way."""
+        if self._client is None:
+            raise ServiceUnavailable("Refunds are not configured", code="PAYMENTS_UNAVAILABLE")
+        try:
+            refund = await self._client.v1.refunds.create_async(
+                # The charge comes back expanded: its amount_refunded is Stripe's total after this
+                # refund, which keeps our count of refunds right even on an idempotent replay.
+                {"payment_intent": payment_intent, "amount": amount, "metadata": metadata, "expand": ["charge"]},
+                {"idempotency_key": idempotency_key},
+            )
+        except (stripe.InvalidRequestError, stripe.CardError) as exc:
+            log.warning("stripe refused a refund", extra={"error": str(exc), "payment_intent": payment_intent})
+            raise RefundRefused() from exc
+        except stripe.APIConnectionError as exc:
+            log.warning("stripe unreachable", extra={"error": str(exc)})
+            raise ServiceUnavailable("The payment provider is unreachable", code="PAYMENTS_UNAVAILABLE") from exc
+        except stripe.StripeError as exc:
+            log.warning("stripe refund failed", extra={"error": str(exc), "http_status": exc.http_status})
+            raise PaymentProviderError() from exc
+        if refund.status in ("failed", "canceled"):
+            raise RefundRefused(f"The payment provider answered the refund with status {refund.status}")
+        charge = refund.charge
+        if isinstance(charge, str) or charge is None:
+            charge_id, refunded = charge, None
+        else:
+            charge_id, refunded = charge.id, charge.amount_refunded
+        return CreatedRefund(
+            id=refund.id, amount=refund.amount, status=refund.status or "succeeded", charge_id=charge_id,
+            charge_amount_refunded=refunded if isinstance(refunded, int) else None,
+        )
 
     def verify(self, payload: bytes, signature: str | None) -> VerifiedEvent:
         """The event, if `signature` matches one of the webhook secrets within the tolerance."""

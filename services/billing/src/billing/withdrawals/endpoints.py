@@ -96,7 +96,8 @@ async def approve(
     withdrawal_id: uuid.UUID, admin: PlatformAdmin, session: SessionDep, payout: PayoutDep,
     key: OptionalIdempotencyKey = None,
 ):
-    """Pay a requested withdrawal out and capture its hold; `409` once it is decided, `403
+    """Pay a requested withdrawal out (refunds to the tenant's card top-ups, newest first, as far
+    as they go; the rest by hand) and capture its hold; `409` once it is decided, `403
     SELF_APPROVAL` for a withdrawal you requested yourself."""
     return await _decide(
         session, admin, key, {"approve": str(withdrawal_id)},

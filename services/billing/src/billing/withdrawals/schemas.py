@@ -31,6 +31,8 @@ class WithdrawalRead(CamelModel):
     rejection_reason: str | None
     payout_method: str | None
     payout_reference: str | None
+    payout_refunded: int | None = Field(description="once paid: what went back to your card payments")
+    payout_manual: int | None = Field(description="once paid: what is transferred to you by hand")
     requested_by: str
     created_at: datetime
     decided_at: datetime | None
