@@ -38,6 +38,14 @@ GATEWAY_PORT = 8080
 # Stripe fake (localstripe, dev/test only) and what billing is configured with against it.
 LOCALSTRIPE_PORT = 8420
 STRIPE_WEBHOOK_SECRETS = ("whsec_local_1", "whsec_local_2")  # the second one: rotation
+# SMS providers for messaging (dev/test only): the SMS simulator (scripts/sms_simulator.py, the
+# HTTP gateway wire format, an inbox per phone at /_sim/inbox/{phone}) and moto as a local AWS
+# SNS, the fallback route when the simulator has an outage (POST /_sim/outage {"on": true}).
+SMS_SIMULATOR_PORT = 8430
+MOTO_PORT = 8431
+SMS_SIMULATOR_API_KEY = "sim_local_key"
+SMS_SIMULATOR_WEBHOOK_SECRET = "sim_local_whsec"
+SMS_WEBHOOK_BASE = f"http://127.0.0.1:{GATEWAY_PORT}/api/v1/webhooks/sms"
 DATABASE = "switchboard"
 
 
@@ -81,6 +89,7 @@ def service_env(svc: Service) -> dict[str, str]:
         "SB_DB_POOL_SIZE": "5",
         "SB_WORKER_METRICS_PORT": str(svc.worker_metrics_port),
         **(stripe_env() if svc.name == "billing" else {}),
+        **(sms_env() if svc.name == "messaging" else {}),
     }
 
 
@@ -91,6 +100,21 @@ def stripe_env() -> dict[str, str]:
         "SB_STRIPE_API_BASE": f"http://127.0.0.1:{LOCALSTRIPE_PORT}",
         "SB_STRIPE_API_KEY": "sk_test_local",
         "SB_STRIPE_WEBHOOK_SECRETS": f"[{secrets}]",
+    }
+
+
+def sms_env() -> dict[str, str]:
+    """messaging -> the SMS simulator first, then SNS on moto (JSON values: pydantic parses them)."""
+    return {
+        "SB_SMS_ROUTES": '{"*":["simulator","sns"]}',
+        "SB_SMS_WEBHOOK_BASE_URL": SMS_WEBHOOK_BASE,
+        "SB_SMS_SIMULATOR_BASE_URL": f"http://127.0.0.1:{SMS_SIMULATOR_PORT}",
+        "SB_SMS_SIMULATOR_API_KEY": SMS_SIMULATOR_API_KEY,
+        "SB_SMS_SIMULATOR_WEBHOOK_SECRETS": f'["{SMS_SIMULATOR_WEBHOOK_SECRET}"]',
+        "SB_SMS_SNS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+        "SB_SMS_SNS_REGION": "us-east-1",
+        "SB_SMS_SNS_ACCESS_KEY_ID": "testing",
+        "SB_SMS_SNS_SECRET_ACCESS_KEY": "testing",
     }
 
 
@@ -258,6 +282,22 @@ serverurl=unix://{RUN}/supervisor.sock
             f"--webhook http://127.0.0.1:{GATEWAY_PORT}/api/v1/payments/webhook={STRIPE_WEBHOOK_SECRETS[0]}",
             priority=10, autostart=True,
         ),
+        # Posts signed delivery reports to messaging's webhook through the gateway (retried with
+        # backoff while that endpoint answers 404).
+        program(
+            "sms-simulator",
+            f"{PY} {ROOT}/scripts/sms_simulator.py --host 127.0.0.1 --port {SMS_SIMULATOR_PORT} "
+            f"--api-key {SMS_SIMULATOR_API_KEY} --webhook-secret {SMS_SIMULATOR_WEBHOOK_SECRET} "
+            f"--webhook-url {SMS_WEBHOOK_BASE}/simulator",
+            priority=10, autostart=True,
+        ),
+        # moto (a local AWS, dev/test only) for the SNS provider; it records every SMS published
+        # (GET /moto-api/data.json, under "sns" -> "SMS").
+        program(
+            "moto",
+            f"{PY} -m moto.server -H 127.0.0.1 -p {MOTO_PORT}",
+            priority=10, autostart=True,
+        ),
         program("gateway", f"nginx -c {nginx_conf} -p {LOCAL}/gateway", priority=30, stopsignal="QUIT"),
     ]
     for svc in SERVICES:
@@ -418,13 +458,18 @@ async def wait_ready(timeout: float = 120.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
-    pending = {s.name for s in SERVICES} | {"gateway"}
+    extra = {  # what is not a service, and the URL that answers 200 once it is up
+        "gateway": f"http://127.0.0.1:{GATEWAY_PORT}/health",
+        "sms-simulator": f"http://127.0.0.1:{SMS_SIMULATOR_PORT}/health",
+        "moto": f"http://127.0.0.1:{MOTO_PORT}/moto-api/data.json",
+    }
+    pending = {s.name for s in SERVICES} | set(extra)
     last: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=3) as client:
         while pending:
             for name in sorted(pending):
-                if name == "gateway":
-                    url = f"http://127.0.0.1:{GATEWAY_PORT}/health"
+                if name in extra:
+                    url = extra[name]
                 else:
                     url = f"http://127.0.0.1:{next(s.port for s in SERVICES if s.name == name)}/ready"
                 try:
@@ -475,6 +520,11 @@ def up(quiet: bool = False) -> None:
         print(f"  redis          redis://127.0.0.1:{REDIS_PORT}")
         print(f"  kafka          127.0.0.1:{KAFKA_PORT}")
         print(f"  localstripe    http://127.0.0.1:{LOCALSTRIPE_PORT}  (Stripe fake, key sk_test_local)")
+        print(
+            f"  sms-simulator  http://127.0.0.1:{SMS_SIMULATOR_PORT}  (SMS provider fake; a phone's "
+            f"messages: /_sim/inbox/+14155550123)"
+        )
+        print(f"  moto (SNS)     http://127.0.0.1:{MOTO_PORT}  (AWS fake; SMS sent: /moto-api/data.json)")
         print(f"  logs           {LOGS}")
         print("Stop it with: make dev-down")
 

@@ -1,6 +1,60 @@
 from common.settings import BaseServiceSettings
+from pydantic import model_validator
+
+# The local SMS simulator (scripts/sms_simulator.py, started by devstack.py) and its credentials.
+LOCAL_SMS_SIMULATOR = "http://127.0.0.1:8430"
+LOCAL_SIMULATOR_API_KEY = "sim_local_key"
+LOCAL_SIMULATOR_WEBHOOK_SECRET = "sim_local_whsec"
 
 
 class MessagingSettings(BaseServiceSettings):
     service_name: str = "messaging"
     http_port: int = 8102
+
+    # -- SMS providers (messaging.providers) ----------------------------------------------------
+    # Country (ISO code, "*" for the rest) -> provider names tried in that order
+    # (SB_SMS_ROUTES='{"US": ["gateway", "sns"], "*": ["sns"]}'). Names: simulator, gateway, sns.
+    sms_routes: dict[str, list[str]] = {"*": ["simulator"]}
+    sms_breaker_failures: int = 5  # consecutive unavailable answers that open a provider's breaker
+    sms_breaker_open_s: float = 30.0  # then one trial send after this long
+    sms_provider_timeout_s: float = 10.0
+    # The public address providers call with delivery reports (through the gateway); a
+    # provider's webhook is "{base}/{provider name}". Signatures cover that URL.
+    sms_webhook_base_url: str = "http://127.0.0.1:8080/api/v1/webhooks/sms"
+
+    # The simulator speaks the HTTP gateway wire format (provider name "simulator").
+    sms_simulator_base_url: str = LOCAL_SMS_SIMULATOR
+    sms_simulator_api_key: str = LOCAL_SIMULATOR_API_KEY
+    # Every secret a webhook signature may match (several while one is rotated).
+    sms_simulator_webhook_secrets: list[str] = [LOCAL_SIMULATOR_WEBHOOK_SECRET]
+
+    # A real HTTP SMS gateway (provider name "gateway"); empty base URL: not configured.
+    sms_gateway_base_url: str = ""
+    sms_gateway_api_key: str = ""
+    sms_gateway_webhook_secrets: list[str] = []
+
+    # AWS SNS (provider name "sns"). Empty endpoint: AWS itself; empty keys: boto3's default
+    # credential chain (environment, instance role).
+    sms_sns_region: str = "us-east-1"
+    sms_sns_endpoint_url: str = ""
+    sms_sns_access_key_id: str = ""
+    sms_sns_secret_access_key: str = ""
+    sms_sns_sms_type: str = "Transactional"  # or Promotional
+    sms_sns_sender_id: str = ""
+
+    @model_validator(mode="after")
+    def _sms_providers(self) -> "MessagingSettings":
+        routed = {name for names in self.sms_routes.values() for name in names}
+        unknown = routed - {"simulator", "gateway", "sns"}
+        if unknown:
+            raise ValueError(f"sms_routes names unknown providers: {sorted(unknown)}")
+        if "gateway" in routed and not (self.sms_gateway_base_url and self.sms_gateway_api_key):
+            raise ValueError("sms_routes uses the gateway, which has no base URL or API key")
+        if self.environment == "production":
+            if "simulator" in routed:
+                raise ValueError("production settings route SMS to the simulator")
+            if "gateway" in routed and not any(
+                s and s != LOCAL_SIMULATOR_WEBHOOK_SECRET for s in self.sms_gateway_webhook_secrets
+            ):
+                raise ValueError("production settings have no webhook secret for the SMS gateway")
+        return self

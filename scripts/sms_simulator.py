@@ -1,0 +1,416 @@
+"""A local SMS provider for `make dev` and the tests (dev/test tool, 127.0.0.1 only).
+
+It speaks the HTTP SMS gateway wire format of `messaging.providers.http_gateway` (so the service
+talks to it with the same adapter, under the provider name "simulator"), "delivers" messages into
+an in-memory inbox per phone number, and calls the webhook URL with signed delivery reports like a
+real provider: `sent`, then `delivered` (or `failed`).
+
+    python scripts/sms_simulator.py --port 8430 --api-key sim_local_key \\
+        --webhook-url http://127.0.0.1:8080/api/v1/webhooks/sms/simulator --webhook-secret S
+
+(or SMS_SIM_API_KEY, SMS_SIM_WEBHOOK_URL, SMS_SIM_WEBHOOK_SECRET in the environment).
+
+Provider API:
+    POST /v1/messages   X-API-Key; {"to", "text", "sender", "clientRef"} -> 202 {"id", "status"}
+                        (the same clientRef again answers the first message: idempotent)
+    GET  /v1/messages/{id}
+
+Behaviour by destination number (the longest matching suffix wins):
+    ...0001  reject: 400 INVALID_NUMBER (permanent)
+    ...0002  outage: 503 (retryable)
+    ...0003  delay: accepted, delivered (and reported) after 5 s
+    ...0004  undeliverable: accepted, then a `failed` report
+    ...0005  throttle: 429 with Retry-After
+    anything else: delivered after --report-delay
+
+Inspection and control (what a person running `make dev`, or a test, uses):
+    GET  /_sim/inbox/{phone}         delivered messages: [{id, text, from, at, clientRef}]
+    GET  /_sim/messages?since=N      every message with its status and webhook calls; "next"
+    GET  /_sim/rules                 POST /_sim/rules {"suffix", "action", "delaySeconds"?}
+    DELETE /_sim/rules/{suffix}      POST /_sim/outage {"on": true|false}
+    GET  /_sim/stats                 POST /_sim/reset (messages, rules, outage back to start)
+
+    curl -s http://127.0.0.1:8430/_sim/inbox/+14155550123
+
+Delivery reports: POST <webhook url>, JSON {"id", "clientRef", "status", "error"?}, header
+X-Signature = hex HMAC-SHA256(secret, url + body). A call that fails (the endpoint answering 404
+while it does not exist yet, say) is retried 5 times with backoff, then dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("sms_simulator")
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+ACTIONS = ("deliver", "reject", "outage", "throttle", "delay", "undeliverable")
+DEFAULT_RULES = {
+    "0001": {"action": "reject"},
+    "0002": {"action": "outage"},
+    "0003": {"action": "delay", "delaySeconds": 5.0},
+    "0004": {"action": "undeliverable"},
+    "0005": {"action": "throttle"},
+}
+MAX_MESSAGES = 10_000  # kept in memory, oldest dropped first
+MAX_INBOX = 200  # per phone
+REPORT_ATTEMPTS = 5
+
+
+@dataclass
+class Message:
+    seq: int
+    id: str
+    to: str
+    text: str
+    sender: str | None
+    client_ref: str | None
+    created_at: str
+    status: str = "accepted"
+    delivered_at: str | None = None
+    error: str | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "id": self.id,
+            "to": self.to,
+            "text": self.text,
+            "from": self.sender,
+            "clientRef": self.client_ref,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "deliveredAt": self.delivered_at,
+            "error": self.error,
+            "reports": self.reports,
+        }
+
+
+class Simulator:
+    def __init__(
+        self, *, api_key: str, webhook_url: str, webhook_secret: str, report_delay_s: float
+    ) -> None:
+        self.api_key = api_key
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.report_delay_s = report_delay_s
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.seq = itertools.count(1)  # never reset: a `since` cursor stays valid across resets
+        self.reset()
+
+    def reset(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = set()
+        self.rules: dict[str, dict[str, Any]] = {k: dict(v) for k, v in DEFAULT_RULES.items()}
+        self.outage = False
+        self.messages: deque[Message] = deque(maxlen=MAX_MESSAGES)
+        self.by_id: dict[str, Message] = {}
+        self.by_client_ref: dict[str, Message] = {}
+        self.inboxes: dict[str, deque[dict[str, Any]]] = {}
+        self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "unavailable": 0}
+
+    def rule_for(self, phone: str) -> dict[str, Any]:
+        matches = [s for s in self.rules if phone.endswith(s)]
+        return self.rules[max(matches, key=len)] if matches else {"action": "deliver"}
+
+    def store(self, message: Message) -> None:
+        if len(self.messages) == self.messages.maxlen:
+            old = self.messages[0]
+            self.by_id.pop(old.id, None)
+            if old.client_ref:
+                self.by_client_ref.pop(old.client_ref, None)
+        self.messages.append(message)
+        self.by_id[message.id] = message
+        if message.client_ref:
+            self.by_client_ref[message.client_ref] = message
+
+    def deliver(self, message: Message) -> None:
+        message.status = "delivered"
+        message.delivered_at = now()
+        inbox = self.inboxes.setdefault(message.to, deque(maxlen=MAX_INBOX))
+        inbox.append(
+            {
+                "id": message.id,
+                "text": message.text,
+                "from": message.sender,
+                "at": message.delivered_at,
+                "clientRef": message.client_ref,
+            }
+        )
+
+    async def lifecycle(self, message: Message, rule: dict[str, Any], client: httpx.AsyncClient) -> None:
+        """accepted -> sent -> delivered | failed, on the simulated clock. Each step's report is
+        posted in order by a chain of tasks, so a slow or absent webhook delays the reports but
+        never the delivery into the inbox."""
+        await asyncio.sleep(self.report_delay_s)
+        message.status = "sent"
+        previous = self.spawn(self.report(client, message, "sent"))
+        if rule["action"] == "delay":
+            await asyncio.sleep(float(rule.get("delaySeconds", 5.0)))
+        else:
+            await asyncio.sleep(self.report_delay_s)
+        if rule["action"] == "undeliverable":
+            message.status, message.error = "failed", "UNDELIVERABLE"
+            self.spawn(self.report(client, message, "failed", "UNDELIVERABLE", after=previous))
+        else:
+            self.deliver(message)
+            self.spawn(self.report(client, message, "delivered", after=previous))
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def report(
+        self,
+        client: httpx.AsyncClient,
+        message: Message,
+        status: str,
+        error: str | None = None,
+        *,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # reports arrive in order: sent before delivered
+        if not self.webhook_url:
+            return
+        payload: dict[str, Any] = {"id": message.id, "clientRef": message.client_ref, "status": status}
+        if error:
+            payload["error"] = error
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        signature = hmac.new(
+            self.webhook_secret.encode(), self.webhook_url.encode() + body, hashlib.sha256
+        ).hexdigest()
+        record: dict[str, Any] = {"status": status, "attempts": 0, "httpStatus": None, "ok": False}
+        message.reports.append(record)
+        for attempt in range(REPORT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # 0.5, 1, 2, 4 s
+            record["attempts"] = attempt + 1
+            try:
+                response = await client.post(
+                    self.webhook_url,
+                    content=body,
+                    headers={"Content-Type": "application/json", "X-Signature": signature},
+                )
+            except httpx.HTTPError as exc:
+                record["httpStatus"] = None
+                record["error"] = repr(exc)
+                log.info("report %s for %s: %r (attempt %d)", status, message.id, exc, attempt + 1)
+                continue
+            record["httpStatus"] = response.status_code
+            if response.is_success:
+                record["ok"] = True
+                return
+            log.info("report %s for %s: HTTP %d (attempt %d)", status, message.id, response.status_code, attempt + 1)
+        log.warning(
+            "delivery report %s for %s not taken after %d attempts (last HTTP %s)",
+            status, message.id, REPORT_ATTEMPTS, record["httpStatus"],
+        )
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def normalise_phone(raw: str) -> str:
+    digits = re.sub(r"[\s()-]", "", raw)
+    return digits if digits.startswith("+") else f"+{digits}"
+
+
+def create_app(sim: Simulator) -> FastAPI:
+    client = httpx.AsyncClient(timeout=5.0)
+
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        for task in list(sim.tasks):
+            task.cancel()
+        await client.aclose()
+
+    app = FastAPI(title="SMS simulator", lifespan=lifespan)
+
+    def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/messages")
+    async def send(request: Request) -> JSONResponse:
+        sim.stats["requests"] += 1
+        if not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), sim.api_key.encode()):
+            return error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "INVALID_REQUEST", "The body is not JSON")
+        if not isinstance(body, dict):
+            return error(400, "INVALID_REQUEST", "The body is not an object")
+        to, text = body.get("to"), body.get("text")
+        sender, client_ref = body.get("sender"), body.get("clientRef")
+        if not isinstance(to, str) or not E164.match(to):
+            sim.stats["rejected"] += 1
+            return error(400, "INVALID_NUMBER", "`to` must be an E.164 number")
+        if not isinstance(text, str) or not 0 < len(text) <= 1600:
+            sim.stats["rejected"] += 1
+            return error(400, "INVALID_TEXT", "`text` must hold 1 to 1600 characters")
+        if sender is not None and (not isinstance(sender, str) or len(sender) > 16):
+            return error(400, "INVALID_SENDER", "`sender` must be at most 16 characters")
+        if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 128):
+            return error(400, "INVALID_CLIENT_REF", "`clientRef` must be at most 128 characters")
+        if sim.outage:
+            sim.stats["unavailable"] += 1
+            return error(503, "OUTAGE", "Simulated outage (POST /_sim/outage)")
+        rule = sim.rule_for(to)
+        action = rule["action"]
+        if action == "outage":
+            sim.stats["unavailable"] += 1
+            return error(503, "OUTAGE", f"Simulated outage for {to}")
+        if action == "throttle":
+            sim.stats["unavailable"] += 1
+            return error(429, "THROTTLED", "Simulated rate limit", {"Retry-After": "1"})
+        if action == "reject":
+            sim.stats["rejected"] += 1
+            return error(400, "INVALID_NUMBER", f"Simulated permanent rejection of {to}")
+        if client_ref and client_ref in sim.by_client_ref:
+            sim.stats["duplicates"] += 1
+            earlier = sim.by_client_ref[client_ref]
+            return JSONResponse({"id": earlier.id, "status": earlier.status, "duplicate": True}, status_code=200)
+        message = Message(
+            seq=next(sim.seq),
+            id=f"sim_{secrets.token_hex(8)}",
+            to=to,
+            text=text,
+            sender=sender,
+            client_ref=client_ref,
+            created_at=now(),
+        )
+        sim.store(message)
+        sim.stats["accepted"] += 1
+        sim.spawn(sim.lifecycle(message, rule, client))
+        log.info("accepted %s to %s (%s)", message.id, to, action)
+        return JSONResponse({"id": message.id, "status": "accepted"}, status_code=202)
+
+    @app.get("/v1/messages/{message_id}")
+    async def get_message(message_id: str) -> JSONResponse:
+        message = sim.by_id.get(message_id)
+        if message is None:
+            return error(404, "NOT_FOUND", "No such message")
+        return JSONResponse(message.public())
+
+    @app.get("/_sim/inbox/{phone}")
+    async def inbox(phone: str) -> list[dict[str, Any]]:
+        return list(sim.inboxes.get(normalise_phone(phone), ()))
+
+    @app.get("/_sim/messages")
+    async def messages(since: int = 0, to: str | None = None) -> dict[str, Any]:
+        phone = normalise_phone(to) if to else None
+        found = [m.public() for m in sim.messages if m.seq > since and (phone is None or m.to == phone)]
+        last = sim.messages[-1].seq if sim.messages else since
+        return {"messages": found, "next": max(since, last)}
+
+    @app.get("/_sim/rules")
+    async def rules() -> dict[str, Any]:
+        return {"rules": sim.rules, "outage": sim.outage}
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    @app.post("/_sim/rules")
+    async def set_rule(request: Request) -> JSONResponse:
+        body = await json_object(request)
+        suffix, action = body.get("suffix"), body.get("action")
+        if not isinstance(suffix, str) or not re.fullmatch(r"\+?\d{1,15}", suffix) or action not in ACTIONS:
+            return error(400, "INVALID_RULE", f"Want {{suffix: digits, action: one of {ACTIONS}}}")
+        rule: dict[str, Any] = {"action": action}
+        if action == "delay":
+            try:
+                rule["delaySeconds"] = max(0.0, float(body.get("delaySeconds", 5.0)))
+            except (TypeError, ValueError):
+                return error(400, "INVALID_RULE", "delaySeconds must be a number")
+        sim.rules[suffix] = rule
+        return JSONResponse({"rules": sim.rules})
+
+    @app.delete("/_sim/rules/{suffix}")
+    async def delete_rule(suffix: str) -> dict[str, Any]:
+        sim.rules.pop(suffix, None)
+        return {"rules": sim.rules}
+
+    @app.post("/_sim/outage")
+    async def outage(request: Request) -> dict[str, bool]:
+        body = await json_object(request)
+        sim.outage = bool(body.get("on"))
+        log.warning("outage %s", "on" if sim.outage else "off")
+        return {"outage": sim.outage}
+
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, Any]:
+        return {**sim.stats, "outage": sim.outage, "pending": len(sim.tasks)}
+
+    @app.post("/_sim/reset")
+    async def reset() -> dict[str, bool]:
+        sim.reset()
+        return {"reset": True}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="keep it on loopback: this is a dev tool")
+    parser.add_argument("--port", type=int, default=8430)
+    parser.add_argument("--api-key", default=os.environ.get("SMS_SIM_API_KEY", "sim_local_key"))
+    parser.add_argument("--webhook-url", default=os.environ.get("SMS_SIM_WEBHOOK_URL", ""))
+    parser.add_argument("--webhook-secret", default=os.environ.get("SMS_SIM_WEBHOOK_SECRET", "sim_local_whsec"))
+    parser.add_argument(
+        "--report-delay", type=float, default=float(os.environ.get("SMS_SIM_REPORT_DELAY", "0.5")),
+        help="seconds before each delivery report (sent, then delivered)",
+    )
+    args = parser.parse_args()
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        parser.error("the simulator accepts anyone's messages and shows every inbox: loopback only")
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per webhook attempt is ours
+    sim = Simulator(
+        api_key=args.api_key,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
+        report_delay_s=args.report_delay,
+    )
+    print(f"SMS simulator on http://{args.host}:{args.port} (webhook: {args.webhook_url or 'none'})", flush=True)
+    started = time.monotonic()
+    uvicorn.run(create_app(sim), host=args.host, port=args.port, log_level="warning", access_log=False)
+    log.info("stopped after %.0fs", time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    main()

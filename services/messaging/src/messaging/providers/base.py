@@ -1,0 +1,140 @@
+"""The one interface every SMS provider adapter implements, its results and its errors.
+
+An adapter turns "send this text to this E.164 number" into the provider's API call and the
+provider's delivery reports (webhooks) back into `DeliveryReport`s. Errors come in two kinds,
+because the router and the send saga act on them differently:
+
+- `ProviderUnavailable`: the provider could not take the message now (network error, timeout,
+  5xx, 429, or it refuses our credentials). Retry later or fail over to the next provider; it
+  counts against the provider's circuit breaker.
+- `ProviderRejected`: the provider refused this message for good (bad number, bad text, opted-out
+  recipient: a 4xx about the request). Another provider would most likely refuse it too, so no
+  failover; the message fails.
+
+Webhook signatures are an HMAC-SHA256 over the full URL the provider called followed by the raw
+body. The URL is the *public* one (through the gateway, e.g.
+`http://127.0.0.1:8080/api/v1/webhooks/sms/simulator?x=1`), not what the service sees behind
+nginx (`Host` loses the port there): build it from `sms_webhook_base_url` + `/{provider}` + the
+query string, and pass that to `verify_webhook`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"  # handed to the carrier (for SNS, the last status we ever learn)
+    DELIVERED = "delivered"  # the handset has it
+    FAILED = "failed"  # undeliverable, expired or rejected after acceptance
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    accepted: bool  # False: the provider answered but will not deliver (status "failed"/"rejected")
+    status: str = ""  # the provider's own word for it, for logs
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    provider_message_id: str
+    client_ref: str | None  # our message id, when the provider echoes it
+    status: DeliveryStatus
+    error: str | None = None
+
+
+class ProviderError(Exception):
+    def __init__(self, provider: str, message: str, *, code: str | None = None) -> None:
+        self.provider = provider
+        self.code = code
+        super().__init__(f"{provider}: {message}")
+
+
+class ProviderUnavailable(ProviderError):
+    """Retryable: fail over, retry later, count against the breaker.
+
+    `maybe_sent` is True when the request may have reached the provider before it failed (a read
+    timeout, a dropped connection after sending): failing over then risks a duplicate SMS, which
+    we prefer to a lost one; the client reference lets a provider that deduplicates drop it.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
+        super().__init__(provider, message, code=code)
+        self.retry_after_s = retry_after_s
+        self.maybe_sent = maybe_sent
+
+
+class ProviderRejected(ProviderError):
+    """Permanent for this message: do not fail over, do not retry."""
+
+
+class InvalidDeliveryReport(ValueError):
+    """A webhook body that is not a delivery report of this provider's format."""
+
+
+class SmsProvider(ABC):
+    """One SMS provider. Implementations are safe to share between concurrent tasks."""
+
+    name: str
+    # False for providers that never call back (SNS): the message's last status is "sent".
+    has_delivery_reports: bool = True
+
+    @abstractmethod
+    async def send(
+        self, to: str, text: str, client_ref: str, sender: str | None = None
+    ) -> SendResult:
+        """Hand one SMS to the provider. `to` is E.164; `client_ref` is our message id."""
+
+    def verify_webhook(self, url: str, headers: Mapping[str, str], body: bytes) -> bool:
+        """Whether a delivery-report request is genuinely from this provider."""
+        return False
+
+    def parse_delivery_report(
+        self, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> list[DeliveryReport]:
+        """The reports in a verified webhook body; `InvalidDeliveryReport` if it is malformed."""
+        raise InvalidDeliveryReport(f"{self.name} sends no delivery reports")
+
+    async def aclose(self) -> None:  # noqa: B027  (optional hook)
+        """Release connections."""
+
+
+def webhook_signature(secret: str, url: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of `url` followed by `body`: the `X-Signature` of a delivery report."""
+    return hmac.new(secret.encode(), url.encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_matches(secrets: Iterable[str], url: str, body: bytes, signature: str | None) -> bool:
+    """Constant-time check of `signature` against each secret (several while one is rotated)."""
+    if not signature or len(signature) > 256:
+        return False
+    given = signature.strip().lower().encode()
+    ok = False
+    for secret in secrets:
+        if secret:
+            # No short-circuit: every secret is compared, so timing does not tell which matched.
+            ok |= hmac.compare_digest(webhook_signature(secret, url, body).encode(), given)
+    return ok
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header from a case-insensitive (Starlette, httpx) or a plain dict mapping."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value

@@ -1,0 +1,192 @@
+"""A generic HTTP SMS gateway (the shape of SMS-Man/TextVerified-style APIs), and the simulator.
+
+Wire format (what `scripts/sms_simulator.py` speaks too, so the same adapter talks to both):
+
+    POST {base_url}/v1/messages
+    X-API-Key: <api key>
+    {"to": "+14155550123", "text": "...", "sender": "ACME" | null, "clientRef": "<our message id>"}
+    -> 2xx {"id": "<provider message id>", "status": "accepted" | "queued" | "sent" | "failed" | ...}
+    -> 4xx {"error": "<code>", "message": "..."}: refused (401/403: our credentials)
+    -> 429 / 5xx: not now
+
+    Delivery reports, POSTed by the gateway to our webhook URL (one object or a list):
+    X-Signature: hex HMAC-SHA256(webhook secret, <the URL it called> + <raw body>)
+    {"id": "...", "clientRef": "..." | null, "status": "sent" | "delivered" | "failed", "error": "..."}
+
+`clientRef` is also the gateway's idempotency key: sending the same one again answers the first
+message's id instead of sending twice (the simulator does this), so a retry after a timeout is
+safe against a gateway that honours it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from common.http import http_client
+
+from messaging.providers.base import (
+    DeliveryReport,
+    DeliveryStatus,
+    InvalidDeliveryReport,
+    ProviderRejected,
+    ProviderUnavailable,
+    SendResult,
+    SmsProvider,
+    header,
+    signature_matches,
+)
+
+log = logging.getLogger("messaging.providers.http_gateway")
+
+SIGNATURE_HEADER = "X-Signature"
+API_KEY_HEADER = "X-API-Key"
+MAX_REPORTS = 1000  # per webhook request
+MAX_ID = 128
+
+# Provider statuses (send answers and reports) and what they mean to us.
+_NOT_ACCEPTED = {"failed", "rejected", "undeliverable", "error"}
+_REPORT_STATUS = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "failed": DeliveryStatus.FAILED,
+    "undelivered": DeliveryStatus.FAILED,
+    "undeliverable": DeliveryStatus.FAILED,
+    "rejected": DeliveryStatus.FAILED,
+    "expired": DeliveryStatus.FAILED,
+}
+
+
+class HttpGatewayProvider(SmsProvider):
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str,
+        webhook_secrets: Sequence[str] = (),
+        timeout_s: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError(f"SMS provider {name!r} has no base URL")
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._secrets = tuple(s for s in webhook_secrets if s)
+        self._client = client or http_client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)))
+        self._own_client = client is None
+
+    async def send(
+        self, to: str, text: str, client_ref: str, sender: str | None = None
+    ) -> SendResult:
+        payload = {"to": to, "text": text, "sender": sender, "clientRef": client_ref}
+        try:
+            response = await self._client.post(
+                f"{self.base_url}/v1/messages", json=payload, headers={API_KEY_HEADER: self._api_key}
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached the gateway: failing over cannot duplicate the SMS.
+            raise ProviderUnavailable(self.name, f"unreachable: {exc!r}", code="UNREACHABLE") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(
+                self.name, f"no answer: {exc!r}", code="NO_ANSWER", maybe_sent=True
+            ) from exc
+        status = response.status_code
+        if status == 429 or status >= 500 or status in (401, 403):
+            # 401/403: the gateway refuses *us* (key revoked, account blocked), not this message:
+            # another provider may take it, and the breaker should stop us hammering this one.
+            raise ProviderUnavailable(
+                self.name,
+                f"HTTP {status}: {_error_text(response)}",
+                code=_error_code(response) or f"HTTP_{status}",
+                retry_after_s=_retry_after(response),
+            )
+        if status >= 400:
+            raise ProviderRejected(
+                self.name, f"HTTP {status}: {_error_text(response)}", code=_error_code(response) or f"HTTP_{status}"
+            )
+        try:
+            body = response.json()
+            message_id = body["id"]
+        except (ValueError, KeyError, TypeError) as exc:
+            # It answered 2xx, so it probably took the message; we cannot tell which id it has.
+            raise ProviderUnavailable(
+                self.name, f"unreadable answer: {response.text[:200]!r}", code="BAD_ANSWER", maybe_sent=True
+            ) from exc
+        provider_status = str(body.get("status") or "accepted").lower()
+        return SendResult(
+            provider_message_id=str(message_id),
+            accepted=provider_status not in _NOT_ACCEPTED,
+            status=provider_status,
+        )
+
+    def verify_webhook(self, url: str, headers: Mapping[str, str], body: bytes) -> bool:
+        return signature_matches(self._secrets, url, body, header(headers, SIGNATURE_HEADER))
+
+    def parse_delivery_report(
+        self, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> list[DeliveryReport]:
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise InvalidDeliveryReport("the body is not JSON") from exc
+        items = data if isinstance(data, list) else [data]
+        if not items or len(items) > MAX_REPORTS:
+            raise InvalidDeliveryReport(f"expected 1 to {MAX_REPORTS} reports")
+        return [_report(item) for item in items]
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+
+def _report(item: Any) -> DeliveryReport:
+    if not isinstance(item, dict):
+        raise InvalidDeliveryReport("a report is not an object")
+    message_id, client_ref, status, error = (
+        item.get("id"), item.get("clientRef"), item.get("status"), item.get("error")
+    )
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID:
+        raise InvalidDeliveryReport("a report has no valid id")
+    if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > MAX_ID):
+        raise InvalidDeliveryReport("a report has an invalid clientRef")
+    if not isinstance(status, str) or status.lower() not in _REPORT_STATUS:
+        raise InvalidDeliveryReport(f"a report has an unknown status: {str(status)[:40]!r}")
+    if error is not None and not isinstance(error, str):
+        error = json.dumps(error)
+    return DeliveryReport(
+        provider_message_id=message_id,
+        client_ref=client_ref or None,
+        status=_REPORT_STATUS[status.lower()],
+        error=error[:500] if error else None,
+    )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    code = _json(response).get("error")
+    return str(code)[:64] if code else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    body = _json(response)
+    return str(body.get("message") or body.get("error") or response.text[:200] or response.reason_phrase)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: rare from SMS gateways, and the breaker paces us anyway

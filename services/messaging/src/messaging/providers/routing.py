@@ -1,0 +1,236 @@
+"""Provider routing: pick providers by destination country, fail over, and stop sending to a
+provider that keeps failing (a circuit breaker per provider).
+
+Routes map an ISO country code (`US`, `DE`, ...) to an ordered list of provider names; `*` is the
+list for every other country (and for numbers whose country cannot be told). `send` tries the
+list in order:
+
+- `ProviderUnavailable` -> record a failure on that provider's breaker, try the next one;
+- `ProviderRejected` -> stop: the message itself is refused, another provider would refuse it
+  too (the provider did answer, so it counts as a success for its breaker);
+- a provider whose breaker is open is skipped without a call;
+- if every candidate failed or was skipped: `NoProviderAvailable` (itself a
+  `ProviderUnavailable`, so the caller retries the message later).
+
+Breaker: closed until `failure_threshold` consecutive `ProviderUnavailable`; then open for
+`open_for_s` seconds (every send skips it); then half-open: exactly one send is let through as a
+trial (concurrent sends keep skipping it); its success closes the breaker, its failure opens it for
+another `open_for_s`.
+
+Breaker state lives in this process only: each API/worker process learns on its own that a
+provider is down (at most `failure_threshold` failed sends each). Sharing it through Redis is a
+later step. The clock is injectable so tests can move time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.phones import region_of
+from prometheus_client import Counter, Gauge
+
+from messaging.providers.base import (
+    ProviderRejected,
+    ProviderUnavailable,
+    SendResult,
+    SmsProvider,
+)
+
+log = logging.getLogger("messaging.providers.routing")
+
+DEFAULT_ROUTE = "*"
+
+PROVIDER_SENDS = Counter(
+    "sb_sms_provider_sends_total",
+    "SMS send attempts per provider, by outcome (accepted, not_accepted, rejected, unavailable, skipped)",
+    ["provider", "outcome"],
+)
+BREAKER_STATE = Gauge(
+    "sb_sms_provider_breaker_state", "Circuit breaker per SMS provider: 0 closed, 1 open, 2 half-open", ["provider"]
+)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+_GAUGE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        open_for_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1 or open_for_s <= 0:
+            raise ValueError("a breaker needs failure_threshold >= 1 and open_for_s > 0")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.open_for_s = open_for_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_in_flight = False
+        BREAKER_STATE.labels(name).set(0)
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._clock() - self._opened_at >= self.open_for_s:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def try_acquire(self) -> bool:
+        """Whether a send may go to this provider now; in half-open, only the one trial may."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._trial_in_flight:
+            self._trial_in_flight = True
+            self._publish(state)
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self._opened_at is not None:
+            log.info("sms provider breaker closed", extra={"provider": self.name})
+        self._failures = 0
+        self._opened_at = None
+        self._trial_in_flight = False
+        self._publish(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        trial = self._trial_in_flight
+        self._trial_in_flight = False
+        if trial or (self._opened_at is None and self._failures >= self.failure_threshold):
+            self._opened_at = self._clock()
+            log.warning(
+                "sms provider breaker opened",
+                extra={"provider": self.name, "failures": self._failures, "open_for_s": self.open_for_s},
+            )
+            self._publish(BreakerState.OPEN)
+
+    def release(self) -> None:
+        """A send that ended without telling anything (cancelled): free the trial slot."""
+        self._trial_in_flight = False
+
+    def _publish(self, state: BreakerState) -> None:
+        BREAKER_STATE.labels(self.name).set(_GAUGE[state])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    outcome: str  # unavailable | skipped
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    provider: str  # the provider that took the message
+    result: SendResult
+    attempts: tuple[Attempt, ...] = ()  # providers tried or skipped before it
+
+
+class NoProviderAvailable(ProviderUnavailable):
+    """Every provider of the route failed or has an open breaker; retry the message later."""
+
+    def __init__(self, country: str, attempts: Sequence[Attempt], *, maybe_sent: bool = False) -> None:
+        self.country = country
+        self.attempts = tuple(attempts)
+        tried = ", ".join(f"{a.provider} ({a.outcome})" for a in attempts) or "none configured"
+        super().__init__(
+            "router", f"no provider took the message for {country}: {tried}", code="NO_PROVIDER", maybe_sent=maybe_sent
+        )
+
+
+class Router:
+    def __init__(
+        self,
+        providers: Mapping[str, SmsProvider],
+        routes: Mapping[str, Sequence[str]],
+        *,
+        failure_threshold: int = 5,
+        open_for_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        routes = {k.upper() if k != DEFAULT_ROUTE else k: list(v) for k, v in routes.items()}
+        unknown = {name for names in routes.values() for name in names} - set(providers)
+        if unknown:
+            raise ValueError(f"SMS routes name unknown providers: {sorted(unknown)}")
+        self.providers = dict(providers)
+        self.routes = routes
+        self.breakers = {
+            name: CircuitBreaker(name, failure_threshold=failure_threshold, open_for_s=open_for_s, clock=clock)
+            for name in providers
+        }
+
+    def candidates(self, to: str) -> tuple[str, list[str]]:
+        """The destination country of `to` (or `*`) and its ordered provider names."""
+        try:
+            country = region_of(to) or DEFAULT_ROUTE
+        except Exception:  # noqa: BLE001  (not parseable: the default route, and the provider decides)
+            country = DEFAULT_ROUTE
+        names = self.routes.get(country)
+        if names is None:
+            names = self.routes.get(DEFAULT_ROUTE, [])
+        return country, names
+
+    async def send(
+        self, to: str, text: str, client_ref: str, sender: str | None = None
+    ) -> Dispatched:
+        """Send through the first provider of the route that takes the message.
+
+        Raises `ProviderRejected` (permanent) or `NoProviderAvailable` (retry later)."""
+        country, names = self.candidates(to)
+        attempts: list[Attempt] = []
+        maybe_sent = False
+        for name in names:
+            breaker = self.breakers[name]
+            if not breaker.try_acquire():
+                PROVIDER_SENDS.labels(name, "skipped").inc()
+                attempts.append(Attempt(name, "skipped", f"breaker {breaker.state}"))
+                continue
+            try:
+                result = await self.providers[name].send(to, text, client_ref, sender)
+            except ProviderUnavailable as exc:
+                breaker.record_failure()
+                PROVIDER_SENDS.labels(name, "unavailable").inc()
+                attempts.append(Attempt(name, "unavailable", str(exc)))
+                maybe_sent |= exc.maybe_sent
+                log.warning(
+                    "sms provider unavailable, failing over",
+                    extra={"provider": name, "error": str(exc), "client_ref": client_ref},
+                )
+                continue
+            except ProviderRejected:
+                breaker.record_success()  # it answered: the provider is fine, the message is not
+                PROVIDER_SENDS.labels(name, "rejected").inc()
+                raise
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.record_success()
+            PROVIDER_SENDS.labels(name, "accepted" if result.accepted else "not_accepted").inc()
+            return Dispatched(provider=name, result=result, attempts=tuple(attempts))
+        raise NoProviderAvailable(country, attempts, maybe_sent=maybe_sent)
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()

@@ -1,0 +1,185 @@
+"""Routing across real simulator processes: country routes, failover on outages, no failover on
+rejections, and the circuit breaker (moved through its states with a fake clock)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from messaging.providers import (
+    BreakerState,
+    CircuitBreaker,
+    NoProviderAvailable,
+    ProviderRejected,
+    Router,
+)
+
+THRESHOLD, OPEN_FOR = 3, 30.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def router(sim_a, sim_b, clock):
+    r = Router(
+        {"a": sim_a.provider("a"), "b": sim_b.provider("b")},
+        {"US": ["a", "b"], "*": ["b"]},
+        failure_threshold=THRESHOLD,
+        open_for_s=OPEN_FOR,
+        clock=clock,
+    )
+    yield r
+    await r.aclose()
+
+
+def ref() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_a_us_number_goes_to_the_first_provider_of_its_route(router, sim_a, sim_b, new_phone):
+    phone = new_phone()
+    sent = await router.send(phone, "hi", ref())
+    assert (sent.provider, sent.attempts) == ("a", ())
+    await sim_a.wait_inbox(phone)
+    assert (await sim_b.stats())["requests"] == 0
+
+
+async def test_other_countries_take_the_default_route(router, sim_a, sim_b):
+    phone = "+4915112345678"  # DE
+    assert router.candidates(phone) == ("DE", ["b"])
+    assert (await router.send(phone, "hallo", ref())).provider == "b"
+    await sim_b.wait_inbox(phone)
+    assert (await sim_a.stats())["requests"] == 0
+
+
+async def test_an_outage_fails_over_to_the_next_provider(router, sim_a, sim_b, new_phone):
+    await sim_a.outage(True)
+    phone = new_phone()
+    sent = await router.send(phone, "your code is 1234", ref())
+    assert sent.provider == "b"
+    [attempt] = sent.attempts
+    assert (attempt.provider, attempt.outcome) == ("a", "unavailable")
+    [received] = await sim_b.wait_inbox(phone)
+    assert received["text"] == "your code is 1234"
+    assert await sim_a.inbox(phone) == []
+    assert router.breakers["a"].consecutive_failures == 1
+
+
+async def test_a_rejection_does_not_fail_over(router, sim_a, sim_b):
+    with pytest.raises(ProviderRejected):
+        await router.send("+14155550001", "hi", ref())  # sim-a refuses ...0001 for good
+    assert (await sim_b.stats())["requests"] == 0
+    assert router.breakers["a"].state is BreakerState.CLOSED
+
+
+async def test_the_breaker_opens_after_n_failures_then_half_opens_after_t(router, sim_a, sim_b, clock, new_phone):
+    await sim_a.outage(True)
+    for _ in range(THRESHOLD):
+        assert (await router.send(new_phone(), "hi", ref())).provider == "b"
+    breaker = router.breakers["a"]
+    assert breaker.state is BreakerState.OPEN
+    assert (await sim_a.stats())["requests"] == THRESHOLD
+
+    # Open: sim-a is not even called.
+    sent = await router.send(new_phone(), "hi", ref())
+    assert sent.provider == "b"
+    assert [(a.provider, a.outcome) for a in sent.attempts] == [("a", "skipped")]
+    clock.advance(OPEN_FOR - 1)
+    await router.send(new_phone(), "hi", ref())
+    assert (await sim_a.stats())["requests"] == THRESHOLD
+
+    # Half-open after T: one trial; sim-a still down, so open again for another T.
+    clock.advance(1)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert (await router.send(new_phone(), "hi", ref())).provider == "b"
+    assert (await sim_a.stats())["requests"] == THRESHOLD + 1
+    assert breaker.state is BreakerState.OPEN
+    await router.send(new_phone(), "hi", ref())
+    assert (await sim_a.stats())["requests"] == THRESHOLD + 1
+
+    # sim-a recovers; the next trial closes the breaker and sim-a takes traffic again.
+    await sim_a.outage(False)
+    clock.advance(OPEN_FOR)
+    phone = new_phone()
+    sent = await router.send(phone, "back", ref())
+    assert (sent.provider, sent.attempts) == ("a", ())
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.consecutive_failures == 0
+    await sim_a.wait_inbox(phone)
+
+
+async def test_when_every_provider_fails_the_message_waits_for_a_retry(router, sim_a, sim_b, new_phone):
+    await sim_a.outage(True)
+    await sim_b.outage(True)
+    with pytest.raises(NoProviderAvailable) as caught:
+        await router.send(new_phone(), "hi", ref())
+    assert [(a.provider, a.outcome) for a in caught.value.attempts] == [("a", "unavailable"), ("b", "unavailable")]
+    assert caught.value.maybe_sent is False
+
+
+async def test_failover_from_an_outaged_simulator_to_sns(sim_a, moto, new_phone):
+    from messaging.providers.sns import SnsProvider
+
+    sns = SnsProvider(
+        endpoint_url=moto.url, region="us-east-1", access_key_id="testing", secret_access_key="testing"
+    )
+    r = Router({"simulator": sim_a.provider(), "sns": sns}, {"*": ["simulator", "sns"]})
+    await sim_a.outage(True)
+    phone = new_phone()
+    sent = await r.send(phone, "via aws", ref())
+    assert sent.provider == "sns"
+    assert any(
+        m["message_id"] == sent.result.provider_message_id and m["phone_number"] == phone
+        for m in await moto.published_sms()
+    )
+    await r.aclose()
+
+
+def test_routes_must_name_known_providers():
+    with pytest.raises(ValueError, match="unknown providers"):
+        Router({}, {"*": ["nope"]})
+
+
+# -- the breaker alone -----------------------------------------------------------------------------
+
+
+def test_half_open_lets_exactly_one_trial_through(clock):
+    breaker = CircuitBreaker("t", failure_threshold=2, open_for_s=10, clock=clock)
+    for _ in range(2):
+        assert breaker.try_acquire()
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN and not breaker.try_acquire()
+    clock.advance(10)
+    assert breaker.try_acquire()  # the trial
+    assert not breaker.try_acquire()  # everyone else waits for its outcome
+    breaker.release()  # the trial was cancelled: the slot is free again
+    assert breaker.try_acquire()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.try_acquire() and breaker.try_acquire()
+
+
+def test_a_success_resets_the_count_of_consecutive_failures(clock):
+    breaker = CircuitBreaker("t", failure_threshold=3, open_for_s=10, clock=clock)
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
