@@ -32,8 +32,10 @@ lint:
 	@$(PY) -m pytest libs/common/tests/test_architecture.py -q
 
 bench: install
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	@$(PY) scripts/devstack.py up --quiet
-	@$(PY) bench/run.py
+	@$(PY) bench/run.py $(BENCH_ARGS)
 
 logs:
 	@tail -n 50 -f .local/logs/*.log

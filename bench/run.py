@@ -55,8 +55,10 @@ from common.settings import BaseServiceSettings
 from shared import (
     BENCH_DIR,
     BODY,
+    CPU_LOG,
     DATABASE,
     ISOLATED,
+    NOISY_OTHER_CORES,
     PACED,
     PG_PORT,
     PG_SOCKET_DIR,
@@ -80,6 +82,7 @@ from shared import (
 from sqlalchemy import text
 
 RESULTS_DIR = ROOT / "bench" / "results"
+QUIET_CORES = 0.4  # machine-wide CPU use (idle stack ~0.1-0.2) below which a start is "quiet"
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 50.0
 
@@ -310,6 +313,8 @@ class ChildConsumer:
         self.log_merged = False
         self.relay_batches: list[tuple[float, int, float]] = []
         self.partition_batches: list[tuple[float, int, float]] = []
+        self.fetches: list[tuple[float, int, float]] = []
+        self.commits: list[tuple[float, int, float]] = []
 
     @property
     def tasks(self) -> list[asyncio.Task]:
@@ -320,11 +325,15 @@ class ChildConsumer:
         return self.proc.pid if self.proc else None
 
     def timings(self, stats: PhaseStats) -> dict[str, Any]:
+        start, end = stats.started_at, stats.last_at
+        fetch_times = [at for at, _, _ in self.fetches if at >= start and (end is None or at <= end)]
+        gaps = [b - a for a, b in zip(fetch_times, fetch_times[1:], strict=False)]
         return {
-            "relay_batches": batch_stats(self.relay_batches, stats.started_at, stats.last_at),
-            "consumer_partition_batches": batch_stats(
-                self.partition_batches, stats.started_at, stats.last_at
-            ),
+            "relay_batches": batch_stats(self.relay_batches, start, end),
+            "consumer_partition_batches": batch_stats(self.partition_batches, start, end),
+            "consumer_fetches": batch_stats(self.fetches, start, end),
+            "consumer_offset_commits": batch_stats(self.commits, start, end),
+            "consumer_loop_iteration": percentiles(gaps),
         }
 
     async def start(self, limit_s: float) -> None:
@@ -364,6 +373,10 @@ class ChildConsumer:
                 self.relay_batches.append((msg[1], msg[2], msg[3]))
             elif kind == "P":
                 self.partition_batches.append((msg[1], msg[2], msg[3]))
+            elif kind == "F":
+                self.fetches.append((msg[1], msg[2], msg[3]))
+            elif kind == "C":
+                self.commits.append((msg[1], msg[2], msg[3]))
             elif kind == "READY":
                 self.ready.set()
             elif kind == "LOG" and not self.log_merged:
@@ -445,6 +458,7 @@ class Disturbance:
     def __init__(self) -> None:
         self.pids = stack_pids()
         self.logs = LOG_COUNTER.snapshot()
+        self.cpu_from = len(CPU_LOG)
 
     def verdict(self) -> dict[str, Any]:
         pids = stack_pids()
@@ -454,8 +468,13 @@ class Disturbance:
             for k, v in LOG_COUNTER.snapshot().items()
             if v - self.logs.get(k, 0) > 0
         }
+        outside = [c.get("outside_benchmark", 0.0) for c in CPU_LOG[self.cpu_from :]]
+        worst = max(outside, default=None)
         return {
             "disturbed": bool(restarted) or any(is_client_problem(k) for k in logs),
+            "noisy": worst is not None and worst > NOISY_OTHER_CORES,
+            "max_cores_used_outside_benchmark": worst,
+            "noisy_threshold_cores": NOISY_OTHER_CORES,
             "restarted": restarted,
             "client_log_counts": logs,
             "pids_before": self.pids,
@@ -739,20 +758,54 @@ async def run_backbone(
     engine = create_engine(settings)
     sessions = create_session_factory(engine, settings)
     collector = Collector()
-    child = ChildConsumer(
-        "backbone",
-        [
-            "--mode", "backbone", "--event-type", event_type,
-            "--group", f"{cfg.run_tag}-backbone",
-            "--outbox-batch-size", str(settings.outbox_batch_size),
-            "--outbox-poll-interval", str(settings.outbox_poll_interval_s),
-            "--max-seconds", str(round(deadline.remaining() + 30)),
-        ],
-        collector,
-    )
+    common_args = [
+        "--mode", "backbone", "--event-type", event_type,
+        "--group", f"{cfg.run_tag}-backbone",
+        "--outbox-batch-size", str(settings.outbox_batch_size),
+        "--outbox-poll-interval", str(settings.outbox_poll_interval_s),
+        "--max-seconds", str(round(deadline.remaining() + 30)),
+        "--handler", cfg.handler,
+    ]
+    profile = str(RESULTS_DIR / f"profile-{cfg.run_tag}-backbone")
+    if cfg.child_layout == "one":
+        child = ChildConsumer(
+            "backbone",
+            [*common_args, "--run", "relay,consumer",
+             *(["--profile", f"{profile}.txt"] if cfg.profile_child else [])],
+            collector,
+        )
+        children = [child]
+    else:  # diagnostics: relay and consumer in two processes
+        child = ChildConsumer(
+            "backbone-consumer",
+            [*common_args, "--run", "consumer",
+             *(["--profile", f"{profile}-consumer.txt"] if cfg.profile_child else [])],
+            collector,
+        )
+        relay_child = ChildConsumer(
+            "backbone-relay",
+            [*common_args, "--run", "relay",
+             *(["--profile", f"{profile}-relay.txt"] if cfg.profile_child else [])],
+            collector,
+        )
+        children = [child, relay_child]
+
+    def timings(stats: PhaseStats) -> dict[str, Any]:
+        t = child.timings(stats)
+        if len(children) > 1:
+            t["relay_batches"] = children[1].timings(stats)["relay_batches"]
+        return t
+
+    def all_tasks() -> list[asyncio.Task]:
+        return [t for c in children for t in c.tasks]
+
     out: dict[str, Any] = {
         "topology": "writer in the bench process; OutboxRelay + EventConsumer in one child "
-        "process (one event loop, like a service's worker)",
+        "process (one event loop, like a service's worker)"
+        if cfg.child_layout == "one"
+        else "DIAGNOSTIC: writer in the bench process; OutboxRelay and EventConsumer in two "
+        "child processes",
+        "handler": cfg.handler,
         "topic": topic_for(event_type),
         "outbox_batch_size": settings.outbox_batch_size,
         "outbox_poll_interval_s": settings.outbox_poll_interval_s,
@@ -778,11 +831,14 @@ async def run_backbone(
                     )
 
     def pids() -> dict[str, int | None]:
+        if len(children) > 1:
+            return {"bench_writer": os.getpid(), "consumer_child": child.pid,
+                    "relay_child": children[1].pid, "kafka": cfg.kafka_pid}
         return {"bench_writer": os.getpid(), "relay_consumer_child": child.pid,
                 "kafka": cfg.kafka_pid}
 
     async def throughput(phase: int, n: int, many: bool) -> dict[str, Any]:
-        tasks = child.tasks
+        tasks = all_tasks()
         stats = collector.expect(phase, n)
         cpu = CpuMeter(pids())
         written = 0
@@ -822,16 +878,19 @@ async def run_backbone(
             else None,
             "side_effect_rows": effects,
             "side_effect_distinct": distinct,
-            "side_effects_ok": effects == n and distinct == n,
+            "side_effects_ok": effects == n and distinct == n
+            if cfg.handler == "insert"
+            else None,
             "latency": percentiles(collector.latencies(phase)),
             "stages": await stage_breakdown(engine, collector, phase),
-            "child_timings": child.timings(stats),
+            "child_timings": timings(stats),
             "cpu_cores_busy": cpu_busy,
         }
 
     try:
-        await child.start(deadline.cap(45))
-        tasks = child.tasks
+        for c in children:
+            await c.start(deadline.cap(45))
+        tasks = all_tasks()
         warm = collector.expect(WARMUP, cfg.warmup)
         await emit_tx(WARMUP * PHASE_SPAN, cfg.warmup)
         if not await wait_phase(warm, deadline.cap(60), tasks):
@@ -885,7 +944,7 @@ async def run_backbone(
             "latency": percentiles(collector.latencies(PACED)),
             "latency_by_second": collector.by_second(PACED),
             "stages": await stage_breakdown(engine, collector, PACED),
-            "child_timings": child.timings(pstats),
+            "child_timings": timings(pstats),
             "cpu_cores_busy": cpu_busy,
         }
         async with engine.connect() as conn:
@@ -899,7 +958,7 @@ async def run_backbone(
         }
         return out
     finally:
-        out["child_exit_code"] = await child.stop()
+        out["child_exit_code"] = [await c.stop() for c in children]
         await engine.dispose()
 
 
@@ -1135,6 +1194,20 @@ def summarize_backbone(result: dict[str, Any]) -> list[str]:
             f"{pp(d['kafka_send_to_consumer_decode'])}, decode->handler "
             f"{pp(d['consumer_decode_to_handler'])}"
         )
+    ct = bp.get("child_timings") or {}
+    if ct.get("consumer_loop_iteration", {}).get("count"):
+
+        def p50(node: dict[str, Any]) -> Any:
+            return (node.get("seconds") or {}).get("p50_ms")
+
+        it = ct["consumer_loop_iteration"]
+        pb, rb = ct["consumer_partition_batches"], ct["relay_batches"]
+        lines.append(
+            f"      paced consumer loop: iteration p50/p99 {it['p50_ms']}/{it['p99_ms']} ms "
+            f"(partition batch p50 {p50(pb)} ms for {pb.get('mean_rows')} rows, offset commit "
+            f"p50 {p50(ct['consumer_offset_commits'])} ms); relay batch p50 {p50(rb)} ms for "
+            f"{rb.get('mean_rows')} rows"
+        )
     for label, node in (("raw paced", rp), ("backbone paced", bp), ("backbone throughput", bt)):
         c = node.get("cpu_cores_busy") or {}
         if c:
@@ -1172,6 +1245,11 @@ def summarize_backbone(result: dict[str, Any]) -> list[str]:
             f"    WARNING: disturbed (restarted: {dist.get('restarted')}, client warnings: "
             f"{dist.get('client_log_counts')}); the figures may measure an outage"
         )
+    if dist.get("noisy"):
+        lines.append(
+            f"    WARNING: noisy: processes outside the benchmark used up to "
+            f"{dist.get('max_cores_used_outside_benchmark')} cores during a phase"
+        )
     return lines
 
 
@@ -1190,6 +1268,8 @@ def summarize(result: dict[str, Any]) -> str:
         lines.append(f"  errors: {result['errors']}")
     if result.get("disturbed"):
         lines.append("  WARNING: the run was disturbed; re-run on a quiet stack")
+    elif result.get("noisy"):
+        lines.append("  WARNING: other processes competed for the CPUs; figures are pessimistic")
     return "\n".join(lines)
 
 
@@ -1284,8 +1364,11 @@ async def backbone_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> 
         and p99 < GOAL_P99_MS
         and rate_ok
         and bool(paced_info.get("complete")),
-        "side_effects_ok": bool(bt.get("side_effects_ok"))
-        and (not be or "skipped" in be or bool(be.get("side_effects_ok"))),
+        "side_effects_ok": cfg.handler == "noop"
+        or (
+            bool(bt.get("side_effects_ok"))
+            and (not be or "skipped" in be or bool(be.get("side_effects_ok")))
+        ),
     }
     engine = create_engine(settings)
     try:
@@ -1299,6 +1382,28 @@ async def backbone_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> 
     dist["disturbed"] = dist["disturbed"] or pg_restarted
     bb["disturbance"] = dist
     bb["duration_s"] = round(cfg.backbone_budget - deadline.remaining(), 1)
+
+
+async def wait_for_quiet(limit_s: float) -> dict[str, Any]:
+    """Wait (bounded) until the machine is nearly idle: other people's tests or builds running
+    next to the benchmark skew every figure. The run goes ahead either way."""
+    t0 = time.monotonic()
+    samples = []
+    while True:
+        meter = CpuMeter({})
+        await asyncio.sleep(2.0)
+        busy = meter.result().get("machine_busy")
+        if CPU_LOG:
+            CPU_LOG.pop()  # not a phase of the benchmark
+        samples.append(busy)
+        waited = time.monotonic() - t0
+        if busy is None or busy < QUIET_CORES or waited >= limit_s:
+            return {
+                "waited_s": round(waited, 1),
+                "machine_busy_samples": samples[-10:],
+                "quiet": busy is not None and busy < QUIET_CORES,
+                "quiet_threshold_cores": QUIET_CORES,
+            }
 
 
 async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
@@ -1320,6 +1425,8 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
             "warmup": cfg.warmup,
             "outbox_batch_size": cfg.outbox_batch_size,
             "outbox_poll_interval_s": cfg.outbox_poll_interval,
+            "child_layout": cfg.child_layout,
+            "handler": cfg.handler,
             "kafka_bootstrap": make_settings().kafka_bootstrap,
             "backbone_budget_s": cfg.backbone_budget,
             "auth_budget_s": cfg.auth_budget,
@@ -1334,6 +1441,14 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
         "scenarios": {},
         "errors": [],
     }
+    if cfg.quiet_wait > 0:
+        result["quiet_wait"] = await wait_for_quiet(cfg.quiet_wait)
+        if not result["quiet_wait"]["quiet"]:
+            print(
+                f"  the machine is busy ({result['quiet_wait']['machine_busy_samples'][-1]} cores "
+                f"in use before the run); running anyway",
+                file=sys.stderr,
+            )
     if "backbone" in cfg.scenarios:
         result["scenarios"]["backbone"] = {}
         try:
@@ -1409,8 +1524,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="events for the per-stage diagnostics (emit / relay / consumer alone); 0: skip",
     )
-    g.add_argument("--backbone-budget", type=float, default=130.0, help="seconds")
+    g.add_argument("--backbone-budget", type=float, default=120.0, help="seconds")
     g.add_argument("--keep-topics", action="store_true", help="do not delete this run's topics")
+    g.add_argument(
+        "--child-layout",
+        choices=["one", "two"],
+        default="one",
+        help="diagnostics: 'two' runs the relay and the consumer in separate child processes",
+    )
+    g.add_argument(
+        "--handler",
+        choices=["insert", "noop"],
+        default="insert",
+        help="diagnostics: 'noop' handler (no side-effect row; no stage breakdown, no check)",
+    )
+    g.add_argument(
+        "--profile-child",
+        action="store_true",
+        help="cProfile the relay+consumer child; summary in bench/results/profile-<run>-backbone.txt"
+        " (slows the child down: diagnostics only)",
+    )
     a = p.add_argument_group("auth")
     a.add_argument("--wrk-seconds", type=int, default=8, help="duration of each wrk run")
     a.add_argument("--wrk-threads", type=int, default=2)
@@ -1421,6 +1554,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     a.add_argument("--login-seconds", type=float, default=8.0, help="per concurrency level")
     a.add_argument("--auth-budget", type=float, default=100.0, help="seconds")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help=f"wait up to this many seconds for the machine to be idle (< {QUIET_CORES} cores "
+        "busy) before starting; 0: do not wait",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     cfg = p.parse_args(argv)
     cfg.scenarios = [s.strip() for s in cfg.scenarios.split(",") if s.strip()]
@@ -1448,6 +1588,9 @@ def main(argv: list[str] | None = None) -> int:
     result["client_log"] = {"counts": LOG_COUNTER.counts, "first": LOG_COUNTER.first}
     result["disturbed"] = any(
         (s.get("disturbance") or {}).get("disturbed") for s in result["scenarios"].values()
+    )
+    result["noisy"] = any(
+        (s.get("disturbance") or {}).get("noisy") for s in result["scenarios"].values()
     )
     path = write_results(result)
     print(summarize(result))

@@ -78,6 +78,8 @@ async def side_effect(session, envelope) -> None:  # noqa: ANN001
 #                          Kafka record's CreateTime and when the consumer decoded the record
 #   ["R", at, rows, seconds]     the relay published a batch (publish_batch took `seconds`)
 #   ["P", at, records, seconds]  the consumer settled one partition's batch
+#   ["F", at, records, seconds]  the consumer's getmany returned records after waiting `seconds`
+#   ["C", at, 0, seconds]        the consumer's offset commit took `seconds`
 #   ["LOG", {"logger:LEVEL": count}, [first lines]]   the child's warnings/errors, at exit
 
 
@@ -175,16 +177,25 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
-def _pids_named(name: str) -> list[int]:
-    pids = []
+def _postgres_pids(roles: tuple[str, ...] = (SCHEMA,)) -> dict[int, str]:
+    """PostgreSQL's processes by kind: the backends of `roles` (postgres_<role>), other roles'
+    backends (the services, other people's tests), and the server's own (WAL writer, ...)."""
+    pids = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() == name:
-                        pids.append(int(entry))
-            except OSError:
-                continue
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        kind = "postgres_server"
+        if len(title) >= 4 and title[0] == "postgres:" and "(" in title[3]:
+            kind = f"postgres_{title[1]}" if title[1] in roles else "postgres_other_roles"
+        pids[int(entry)] = kind
     return pids
 
 
@@ -195,26 +206,36 @@ def _machine_ticks() -> dict[str, int]:
     return {
         "busy": user + nice + system + irq + softirq,
         "idle": idle + iowait,
+        "irq": irq + softirq,
         "steal": steal,
     }
 
 
-class CpuMeter:
-    """CPU cores busy during a phase: the machine, named processes, and PostgreSQL (all its
-    processes). `other` is whatever else ran: the idle services, other people's tests."""
+# Every CpuMeter result, in order: the Disturbance check looks for noisy neighbours in them.
+CPU_LOG: list[dict[str, Any]] = []
+# Cores that processes outside the benchmark (the idle stack: ~0.1) may use before a phase
+# counts as noisy: someone else's tests or builds were competing for the CPUs.
+NOISY_OTHER_CORES = 0.3
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+
+class CpuMeter:
+    """CPU cores busy during a phase: named processes, PostgreSQL by kind, interrupts, and
+    `other_processes`: whatever else ran (the idle services, other people's tests)."""
+
+    def __init__(self, pids: dict[str, int | None], pg_roles: tuple[str, ...] = (SCHEMA,)) -> None:
         self.pids = {k: v for k, v in pids.items() if v}
+        self.pg_roles = pg_roles
         try:
             self.t0 = time.monotonic()
             self.m0 = _machine_ticks()
             self.p0 = {k: cpu_seconds(v) for k, v in self.pids.items()}
-            self.pg0 = {pid: cpu_seconds(pid) or 0.0 for pid in _pids_named("postgres")}
+            self.pg0 = {pid: cpu_seconds(pid) or 0.0 for pid in _postgres_pids(self.pg_roles)}
             self.ok = True
         except OSError:
             self.ok = False
 
-    def result(self) -> dict[str, Any]:
+    def result(self, extra_cpu_s: dict[str, float] | None = None) -> dict[str, Any]:
+        """extra_cpu_s: CPU seconds of processes that exited meanwhile (e.g. from rusage)."""
         if not self.ok:
             return {}
         try:
@@ -225,20 +246,30 @@ class CpuMeter:
             if wall <= 0:
                 return out
             known = 0.0
+            for name, used in (extra_cpu_s or {}).items():
+                out[name] = round(used / wall, 2)
+                known += used
             for name, pid in self.pids.items():
                 c0, c1 = self.p0.get(name), cpu_seconds(pid)
                 if c0 is not None and c1 is not None:
                     out[name] = round((c1 - c0) / wall, 2)
                     known += c1 - c0
-            pg = sum(
-                (cpu_seconds(pid) or 0.0) - self.pg0.get(pid, 0.0) for pid in _pids_named("postgres")
-            )
-            out["postgres"] = round(pg / wall, 2)
-            known += pg
+            pg: dict[str, float] = {}
+            for pid, kind in _postgres_pids(self.pg_roles).items():
+                used = (cpu_seconds(pid) or 0.0) - self.pg0.get(pid, 0.0)
+                pg[kind] = pg.get(kind, 0.0) + used
+                known += used
+            kinds = [f"postgres_{r}" for r in self.pg_roles]
+            for kind in (*kinds, "postgres_server", "postgres_other_roles"):
+                out[kind] = round(pg.get(kind, 0.0) / wall, 2)
             busy = (m1["busy"] - self.m0["busy"]) / tick
+            irq = (m1["irq"] - self.m0["irq"]) / tick
+            out["irq_softirq"] = round(irq / wall, 2)
+            out["other_processes"] = round(max(0.0, busy - irq - known) / wall, 2)
             out["machine_busy"] = round(busy / wall, 2)
-            out["other"] = round(max(0.0, busy - known) / wall, 2)
             out["steal"] = round((m1["steal"] - self.m0["steal"]) / tick / wall, 2)
+            out["outside_benchmark"] = round(out["other_processes"] + out["postgres_other_roles"], 2)
+            CPU_LOG.append(out)
             return out
         except OSError:
             return {}

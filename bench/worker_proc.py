@@ -100,9 +100,49 @@ class TimedConsumer(EventConsumer):
             report("P", time.time(), len(records), round(time.perf_counter() - t, 6))
 
 
+def time_kafka_calls() -> None:
+    """Diagnostics: wrap the EventConsumer's Kafka consumer (built by make_consumer inside
+    EventConsumer.run) so each fetch and offset commit is reported:
+    ["F", at, records, seconds waited in getmany] and ["C", at, seconds the commit took]."""
+    import common.messaging.consumer as consumer_module
+
+    real_make_consumer = consumer_module.make_consumer
+
+    def make_timed_consumer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        kafka_consumer = real_make_consumer(*args, **kwargs)
+        getmany, commit = kafka_consumer.getmany, kafka_consumer.commit
+
+        async def timed_getmany(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            batches = await getmany(*a, **kw)
+            n = sum(len(r) for r in batches.values())
+            if n:
+                report("F", time.time(), n, round(time.perf_counter() - t, 6))
+            return batches
+
+        async def timed_commit(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            try:
+                return await commit(*a, **kw)
+            finally:
+                report("C", time.time(), 0, round(time.perf_counter() - t, 6))
+
+        kafka_consumer.getmany = timed_getmany
+        kafka_consumer.commit = timed_commit
+        return kafka_consumer
+
+    consumer_module.make_consumer = make_timed_consumer
+
+
+async def noop_handler(session, envelope) -> None:  # noqa: ANN001
+    """Diagnostics (--handler noop): the consumer's own cost, without the side effect."""
+    return None
+
+
 async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float) -> None:
     settings = make_settings(cfg.outbox_batch_size, cfg.outbox_poll_interval)
     register(cfg.event_type, BenchItem)
+    time_kafka_calls()
     engine = create_engine(settings)
     sessions = create_session_factory(engine, settings)
     consumer: TimedConsumer
@@ -115,14 +155,16 @@ async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: f
             rows.append((e.data.seq, e.data.sent_at, produced, decoded))
         report("H", now, rows)
 
-    relay = TimedRelay(settings, sessions)
+    handler = side_effect if cfg.handler == "insert" else noop_handler
     consumer = TimedConsumer(
-        settings, sessions, cfg.group, {cfg.event_type: side_effect}, on_committed=on_committed
+        settings, sessions, cfg.group, {cfg.event_type: handler}, on_committed=on_committed
     )
-    tasks = [
-        asyncio.create_task(relay.run(stop), name="outbox-relay"),
-        asyncio.create_task(consumer.run(stop), name="event-consumer"),
-    ]
+    tasks = []
+    if "relay" in cfg.run:
+        relay = TimedRelay(settings, sessions)
+        tasks.append(asyncio.create_task(relay.run(stop), name="outbox-relay"))
+    if "consumer" in cfg.run:
+        tasks.append(asyncio.create_task(consumer.run(stop), name="event-consumer"))
     stopper = asyncio.create_task(stop.wait())
     report("READY")
     try:
@@ -163,17 +205,44 @@ def main() -> int:
     p.add_argument("--topic", help="raw: the topic to read")
     p.add_argument("--event-type", help="backbone: the event type to handle")
     p.add_argument("--group", required=True)
+    p.add_argument(
+        "--run",
+        default="relay,consumer",
+        help="backbone: what this process runs: relay,consumer (a worker) | relay | consumer",
+    )
+    p.add_argument(
+        "--handler",
+        choices=["insert", "noop"],
+        default="insert",
+        help="backbone: insert the side-effect row (default) or do nothing (diagnostics)",
+    )
     p.add_argument("--outbox-batch-size", type=int, default=500)
     p.add_argument("--outbox-poll-interval", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=300.0)
+    p.add_argument("--profile", help="write a cProfile summary of this process to this file")
     cfg = p.parse_args()
     counter = install_log_counter(prefix="[child] ")
     status = 0
+    profiler = None
+    if cfg.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)  # CPU time, not wall time
+        profiler.enable()
     try:
         asyncio.run(main_async(cfg))
     except Exception as exc:  # noqa: BLE001
         print(f"  [child] failed: {exc!r}", file=sys.stderr)
         status = 1
+    finally:
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            with open(cfg.profile, "w") as f:
+                stats = pstats.Stats(profiler, stream=f)
+                stats.sort_stats("tottime").print_stats(45)
+                stats.sort_stats("cumulative").print_stats(60)
     report("LOG", counter.counts, counter.first)
     return status
 
