@@ -143,6 +143,7 @@ class EventConsumer:
         await _start_with_retry(consumer.start, stop, "consumer")
         await _start_with_retry(self._producer.start, stop, "dlq producer")
         log.info("consumer started", extra={"group": self.group_id, "topics": self.topics})
+        commit_task: asyncio.Task | None = None
         try:
             while not stop.is_set():
                 try:
@@ -165,15 +166,25 @@ class EventConsumer:
                     if finished
                 }
                 if offsets:
-                    try:
-                        await consumer.commit(offsets)
-                    except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-                        # The partition moved to another member or the broker is away: the
-                        # records will be delivered again, and the inbox drops what we handled.
-                        log.warning("offset commit failed", extra={"error": repr(exc)})
+                    # Committed in the background: the database already holds the work (and
+                    # the inbox drops a redelivery), so the next fetch need not wait for the
+                    # broker's answer. One commit in flight at a time keeps them in order.
+                    if commit_task is not None:
+                        await commit_task
+                    commit_task = asyncio.create_task(self._commit(consumer, offsets))
         finally:
+            if commit_task is not None:
+                await commit_task
             await consumer.stop()
             await self._producer.stop()
+
+    async def _commit(self, consumer, offsets) -> None:  # noqa: ANN001
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The partition moved to another member or the broker is away: the records will be
+            # delivered again, and the inbox drops what we handled.
+            log.warning("offset commit failed", extra={"error": repr(exc)})
 
     # -- processing --------------------------------------------------------------------------
 
