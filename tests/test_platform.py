@@ -92,6 +92,16 @@ def test_compose_file_describes_the_same_topology():
     for name in SERVICES:
         matching = [k for k in services if k.startswith(name)]
         assert len(matching) >= 2, f"{name}: want an api and a worker container, got {matching}"
+    # The stand-ins for outside parties (localstripe is GPL-3.0: dev/test only) run only under
+    # the `dev` profile, and nothing else is optional.
+    fakes = {"localstripe", "sms-simulator"}
+    assert {k for k, s in services.items() if "profiles" in s} == fakes
+    for fake in fakes:
+        assert services[fake]["profiles"] == ["dev"], fake
+    for name in ("billing", "billing-worker"):
+        assert {"SB_STRIPE_API_BASE", "SB_STRIPE_API_KEY", "SB_STRIPE_WEBHOOK_SECRETS"} <= set(services[name]["environment"]), name
+    for name in ("messaging", "messaging-worker"):
+        assert {"SB_SMS_ROUTES", "SB_SMS_WEBHOOK_BASE_URL", "SB_SMS_SIMULATOR_BASE_URL"} <= set(services[name]["environment"]), name
 
 
 def _free_port() -> int:

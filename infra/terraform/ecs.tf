@@ -32,6 +32,8 @@ locals {
   # common.settings; the services must define matching fields.
   extra_environment = {
     media = { SB_MEDIA_BUCKET = aws_s3_bucket.media.bucket }
+    # The SMS providers a deployment routes to (the local simulator is refused in production).
+    messaging = { SB_SMS_ROUTES = jsonencode(var.sms_routes) }
   }
 
   service_environment = {
@@ -49,8 +51,12 @@ locals {
         { name = "SB_REDIS_URL", valueFrom = "${aws_secretsmanager_secret.redis.arn}:url::" },
       ],
       name == "billing" ? [
-        { name = "SB_STRIPE_SECRET_KEY", valueFrom = aws_secretsmanager_secret.stripe_secret_key.arn },
-        { name = "SB_STRIPE_WEBHOOK_SECRET", valueFrom = aws_secretsmanager_secret.stripe_webhook_secret.arn },
+        { name = "SB_STRIPE_API_KEY", valueFrom = aws_secretsmanager_secret.stripe_secret_key.arn },
+        # The value is a JSON list of signing secrets, e.g. ["whsec_new","whsec_old"] during rotation.
+        { name = "SB_STRIPE_WEBHOOK_SECRETS", valueFrom = aws_secretsmanager_secret.stripe_webhook_secret.arn },
+      ] : [],
+      name == "auth" ? [
+        { name = "SB_OTP_PEPPER", valueFrom = aws_secretsmanager_secret.otp_pepper.arn },
       ] : [],
     )
   }
@@ -109,6 +115,7 @@ data "aws_iam_policy_document" "execution_secrets" {
         aws_secretsmanager_secret.redis.arn,
         aws_secretsmanager_secret.stripe_secret_key.arn,
         aws_secretsmanager_secret.stripe_webhook_secret.arn,
+        aws_secretsmanager_secret.otp_pepper.arn,
       ],
     )
   }

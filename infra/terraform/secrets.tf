@@ -66,3 +66,10 @@ resource "aws_secretsmanager_secret" "stripe_webhook_secret" {
   name        = "${local.name}/stripe/webhook-secret"
   description = "Stripe webhook signing secret (set the value with aws secretsmanager put-secret-value)"
 }
+
+# ---- OTP pepper (auth) ------------------------------------------------------------------------
+
+resource "aws_secretsmanager_secret" "otp_pepper" {
+  name        = "${local.name}/auth/otp-pepper"
+  description = "Key for the OTP code hashes (a long random string; auth refuses to start without it)"
+}

@@ -152,3 +152,9 @@ variable "kafka_volume_size" {
   type        = number
   default     = 100
 }
+
+variable "sms_routes" {
+  description = "SMS provider routing by destination country, e.g. { \"*\" = [\"gateway\", \"sns\"] } (messaging SB_SMS_ROUTES)"
+  type        = map(list(string))
+  default     = { "*" = ["sns"] }
+}

@@ -1,5 +1,3 @@
-from common.contracts.billing.v1 import AccountOpenedV1
-from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.accounts.schemas import CreditsRead
@@ -17,13 +15,4 @@ async def credits_for(session: AsyncSession, tenant_id: str) -> CreditsRead:
 
 
 async def open_account(session: AsyncSession, tenant_id: str, currency: str, event_id: str | None) -> bool:
-    account = await ledger.open_account(session, tenant_id, currency, event_id)
-    if account is None:
-        return False
-    await emit(
-        session,
-        AccountOpenedV1(account_id=str(account.id), tenant_id=tenant_id, currency=currency),
-        subject=str(account.id),
-        tenant_id=tenant_id,
-    )
-    return True
+    return await ledger.open_account(session, tenant_id, currency, event_id) is not None

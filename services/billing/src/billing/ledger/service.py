@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from common.contracts.billing.v1 import BalanceChangedV1
+from common.contracts.billing.v1 import AccountOpenedV1, BalanceChangedV1
 from common.errors import NotFound
 from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,16 @@ class HoldOutcome:
 
 
 async def open_account(session: AsyncSession, tenant_id: str, currency: str, event_id: str | None) -> Account | None:
-    return await LedgerRepository(session).open_customer(tenant_id, currency, event_id)
+    """Open the tenant's account and announce it; None when it was already open."""
+    account = await LedgerRepository(session).open_customer(tenant_id, currency, event_id)
+    if account is not None:
+        await emit(
+            session,
+            AccountOpenedV1(account_id=str(account.id), tenant_id=tenant_id, currency=currency),
+            subject=str(account.id),
+            tenant_id=tenant_id,
+        )
+    return account
 
 
 async def account_for(session: AsyncSession, tenant_id: str, currency: str, *, create: bool) -> Account | None:
@@ -39,7 +48,7 @@ async def account_for(session: AsyncSession, tenant_id: str, currency: str, *, c
     repo = LedgerRepository(session)
     account = await repo.customer(tenant_id)
     if account is None and create:
-        await repo.open_customer(tenant_id, currency, None)
+        await open_account(session, tenant_id, currency, None)
         account = await repo.customer(tenant_id)
     return account
 

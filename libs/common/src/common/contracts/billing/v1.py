@@ -29,7 +29,7 @@ class CreditsReservedV1(Payload):
 
 @event("billing.credits.rejected.v1")
 class CreditsRejectedV1(Payload):
-    """No hold: `reason` is insufficient_credits or no_account."""
+    """No hold: `reason` is insufficient_credits (a tenant without an account gets one, empty)."""
 
     reference: str
     reference_kind: str
