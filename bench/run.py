@@ -17,8 +17,12 @@ processes. The raw baseline gets the same split, and is also measured in one pro
 Scenario "auth" (bench/auth_scenario.py): token verification (JWKS cached) in a bare FastAPI app
 against the same app without auth, the real billing service's /whoami, and login throughput.
 
+Scenario "billing" (bench/billing_scenario.py): holds through the real billing worker (request
+event in -> ledger commit -> reply event out) against a raw asyncpg loop writing the same rows.
+
 Goals (from the issues): backbone throughput >= 50% of raw; backbone p99 < 50 ms at 1,000 ev/s;
-the authenticated hot path keeps >= 80% of the bare throughput.
+the authenticated hot path keeps >= 80% of the bare throughput; billing holds/s >= 30% of the
+raw rate, with the ledger invariants intact.
 
 Everything targets 127.0.0.1 (and the local PostgreSQL unix socket for the one-off role/schema
 setup). Every loop is bounded in count and time, and every scenario has a time budget.
@@ -35,7 +39,6 @@ import platform
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,10 +75,13 @@ from shared import (
     BenchItem,
     ClientLogCounter,
     CpuMeter,
+    Deadline,
     IsolatedItem,
     install_log_counter,
     is_client_problem,
     make_settings,
+    paced,
+    percentiles,
     side_effect,
     stack_pids,
 )
@@ -85,6 +91,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 QUIET_CORES = 0.4  # machine-wide CPU use (idle stack ~0.1-0.2) below which a start is "quiet"
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 50.0
+SCENARIOS = ("backbone", "auth", "billing")
 
 log = logging.getLogger("bench")
 LOG_COUNTER: ClientLogCounter = ClientLogCounter()  # replaced in main()
@@ -93,44 +100,8 @@ LOG_COUNTER: ClientLogCounter = ClientLogCounter()  # replaced in main()
 # -- helpers ----------------------------------------------------------------------------------
 
 
-class Deadline:
-    """A time budget."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self.end - time.monotonic())
-
-    def cap(self, seconds: float) -> float:
-        return min(seconds, self.remaining())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-
 class BenchError(RuntimeError):
     pass
-
-
-def percentiles(values: list[float]) -> dict[str, float | int | None]:
-    """Nearest-rank percentiles, in milliseconds (input in seconds)."""
-    if not values:
-        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    s = sorted(values)
-
-    def rank(q: float) -> float:
-        idx = min(len(s) - 1, max(0, int(-(-q * len(s) // 1)) - 1))
-        return round(s[idx] * 1000, 3)
-
-    return {
-        "count": len(s),
-        "mean_ms": round(sum(s) / len(s) * 1000, 3),
-        "p50_ms": rank(0.50),
-        "p95_ms": rank(0.95),
-        "p99_ms": rank(0.99),
-        "max_ms": round(s[-1] * 1000, 3),
-    }
 
 
 @dataclass
@@ -238,48 +209,6 @@ async def stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task], limit_s: fl
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def paced(
-    rate: float,
-    seconds: float,
-    send_batch: Callable[[int, int], Awaitable[None]],
-    max_batch: int,
-    deadline: Deadline,
-) -> dict[str, Any]:
-    """Call send_batch(first_index, count) so that `rate` events/s go out, by the clock.
-
-    Whatever is due when the previous batch returns goes out as one batch (at most max_batch),
-    so a sender that keeps up sends one event per call.
-    """
-    total = int(rate * seconds)
-    sent = batches = iterations = 0
-    max_lag = 0.0
-    t0 = time.monotonic()
-    end = t0 + deadline.cap(seconds * 1.5 + 2)
-    while sent < total and iterations < total * 4 + 1000 and time.monotonic() < end:
-        iterations += 1
-        now = time.monotonic()
-        due = min(total, int((now - t0) * rate) + 1) - sent
-        if due <= 0:
-            await asyncio.sleep(max(0.0, t0 + sent / rate - now))
-            continue
-        max_lag = max(max_lag, now - (t0 + sent / rate))
-        count = min(due, max_batch)
-        await send_batch(sent, count)
-        sent += count
-        batches += 1
-    elapsed = time.monotonic() - t0
-    return {
-        "target_rate": rate,
-        "target_events": total,
-        "events": sent,
-        "seconds": round(elapsed, 3),
-        "achieved_rate": round(sent / elapsed, 1) if elapsed > 0 else None,
-        "sends": batches,
-        "mean_events_per_send": round(sent / batches, 2) if batches else None,
-        "max_behind_schedule_ms": round(max_lag * 1000, 3),
-    }
 
 
 def envelope_for(event_type: str, seq: int) -> EventEnvelope:
@@ -1264,6 +1193,10 @@ def summarize(result: dict[str, Any]) -> str:
         lines += summarize_backbone(result)
     if "auth" in result["scenarios"]:
         lines += summarize_auth(result["scenarios"]["auth"])
+    if "billing" in result["scenarios"]:
+        from billing_scenario import summarize_billing
+
+        lines += summarize_billing(result["scenarios"]["billing"])
     if result.get("errors"):
         lines.append(f"  errors: {result['errors']}")
     if result.get("disturbed"):
@@ -1384,6 +1317,33 @@ async def backbone_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> 
     bb["duration_s"] = round(cfg.backbone_budget - deadline.remaining(), 1)
 
 
+async def billing_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> None:
+    from billing_scenario import NOISY_FOREIGN_EVENTS, run_billing
+
+    t0 = time.monotonic()
+    watch = Disturbance()
+    kafka = watch.pids.get("kafka")
+    try:
+        await ensure_role_and_schema()
+        bl = await run_billing(
+            cfg, Deadline(cfg.billing_budget), int(kafka) if kafka and kafka.isdigit() else None
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.exception("billing scenario failed")
+        result["errors"].append(f"billing: {exc!r}")
+        bl = {"error": repr(exc)}
+    result["errors"].extend(f"billing {e}" for e in bl.get("errors", []))
+    dist = watch.verdict()
+    ww = bl.get("worker_watch") or {}
+    foreign = (bl.get("foreign_load") or {}).get("foreign_events_handled") or 0
+    dist["disturbed"] = dist["disturbed"] or bool(ww.get("disturbed"))
+    dist["noisy"] = dist["noisy"] or foreign > NOISY_FOREIGN_EVENTS
+    dist["noisy_foreign_events_threshold"] = NOISY_FOREIGN_EVENTS
+    bl["disturbance"] = dist
+    bl["duration_s"] = round(time.monotonic() - t0, 1)
+    result["scenarios"]["billing"] = bl
+
+
 async def wait_for_quiet(limit_s: float) -> dict[str, Any]:
     """Wait (bounded) until the machine is nearly idle: other people's tests or builds running
     next to the benchmark skew every figure. The run goes ahead either way."""
@@ -1437,6 +1397,14 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
                 "rounds": cfg.auth_rounds,
             },
             "login": {"concurrency": cfg.login_concurrency, "seconds": cfg.login_seconds},
+            "billing": {
+                "events": cfg.billing_events,
+                "rates": cfg.billing_rates,
+                "paced_seconds": cfg.billing_paced_seconds,
+                "raw_events": cfg.billing_raw_events,
+                "handler_events": cfg.billing_handler_events,
+                "budget_s": cfg.billing_budget,
+            },
         },
         "scenarios": {},
         "errors": [],
@@ -1467,6 +1435,8 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
             result["errors"].append(f"auth: {exc!r}")
             result["scenarios"]["auth"] = {"error": repr(exc)}
         result["scenarios"]["auth"]["disturbance"] = watch.verdict()
+    if "billing" in cfg.scenarios:
+        await billing_scenario(cfg, result)
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     return result
 
@@ -1476,7 +1446,7 @@ def write_results(result: dict[str, Any]) -> Path:
     (RESULTS_DIR / ".gitkeep").touch(exist_ok=True)
     stamp = datetime.fromisoformat(result["timestamp"]).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS_DIR / f"{stamp}.json"
-    body = json.dumps(result, indent=2, sort_keys=False) + "\n"
+    body = json.dumps(result, indent=2, sort_keys=False, default=str) + "\n"
     path.write_text(body)
     (RESULTS_DIR / "latest.json").write_text(body)
     return path
@@ -1487,7 +1457,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--scenarios", default="backbone,auth", help="comma-separated: backbone, auth"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated: {', '.join(SCENARIOS)}",
+    )
+    p.add_argument(
+        "--only", choices=SCENARIOS, help="run this one scenario (overrides --scenarios)"
     )
     g = p.add_argument_group("backbone")
     g.add_argument("--events", type=int, default=20_000, help="events per throughput run")
@@ -1554,6 +1529,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     a.add_argument("--login-seconds", type=float, default=8.0, help="per concurrency level")
     a.add_argument("--auth-budget", type=float, default=100.0, help="seconds")
+    b = p.add_argument_group("billing")
+    b.add_argument(
+        "--billing-events", type=int, default=5000, help="hold requests in the throughput run"
+    )
+    b.add_argument(
+        "--billing-rate",
+        default="50,100",
+        help="paced runs: requests/s, comma-separated, one run each (see bench/README.md)",
+    )
+    b.add_argument("--billing-paced-seconds", type=float, default=10.0)
+    b.add_argument(
+        "--billing-raw-events",
+        type=int,
+        default=2000,
+        help="raw asyncpg baseline: events per variant (1 writer, 3 writers; at most 8 s each)",
+    )
+    b.add_argument(
+        "--billing-handler-events",
+        type=int,
+        default=300,
+        help="diagnostics: holds for the in-process handler-alone run (rolled back); 0: skip",
+    )
+    b.add_argument("--billing-budget", type=float, default=100.0, help="seconds")
     p.add_argument(
         "--quiet-wait",
         type=float,
@@ -1564,8 +1562,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     cfg = p.parse_args(argv)
     cfg.scenarios = [s.strip() for s in cfg.scenarios.split(",") if s.strip()]
-    if not set(cfg.scenarios) <= {"backbone", "auth"} or not cfg.scenarios:
-        p.error("--scenarios: backbone and/or auth")
+    if cfg.only:
+        cfg.scenarios = [cfg.only]
+    if not set(cfg.scenarios) <= set(SCENARIOS) or not cfg.scenarios:
+        p.error(f"--scenarios: any of {', '.join(SCENARIOS)}")
+    cfg.billing_rates = [float(r) for r in str(cfg.billing_rate).split(",") if r.strip()]
+    if not 1 <= cfg.billing_events <= 50_000 or any(not 0 < r <= 5000 for r in cfg.billing_rates):
+        p.error("--billing-events in 1..50000, --billing-rate values in (0, 5000]")
+    if not 0 < cfg.billing_paced_seconds <= 60 or not 1 <= cfg.billing_raw_events <= 50_000:
+        p.error("--billing-paced-seconds in (0, 60], --billing-raw-events in 1..50000")
+    if not 0 <= cfg.billing_handler_events <= 5000:
+        p.error("--billing-handler-events in 0..5000")
     cfg.login_concurrency = [int(c) for c in str(cfg.login_concurrency).split(",") if c.strip()]
     if not 0 < cfg.events < PHASE_SPAN or not 0 < cfg.rate * cfg.paced_seconds < PHASE_SPAN:
         p.error(f"--events and --rate*--paced-seconds must be in 1..{PHASE_SPAN - 1}")
@@ -1607,6 +1614,11 @@ def main(argv: list[str] | None = None) -> int:
     au = result["scenarios"].get("auth")
     if au is not None:
         goals_met = goals_met and bool((au.get("goals") or {}).get("hot_path_goal_met"))
+    bl = result["scenarios"].get("billing")
+    if bl is not None:
+        billing_goals = bl.get("goals") or {}
+        bad = bad or not billing_goals.get("invariants_ok")
+        goals_met = goals_met and bool(billing_goals.get("goal_met"))
     if bad:
         return 2
     if cfg.strict and not goals_met:

@@ -3,6 +3,7 @@ settings, the side-effect handler, the wire format of the child's reports, and l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,87 @@ async def side_effect(session, envelope) -> None:  # noqa: ANN001
     await session.execute(
         _EFFECT, {"s": envelope.data.seq, "i": envelope.id, "t": envelope.data.sent_at}
     )
+
+
+# -- figures and pacing (used by every scenario) -------------------------------------------
+
+
+class Deadline:
+    """A time budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def cap(self, seconds: float) -> float:
+        return min(seconds, self.remaining())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """Nearest-rank percentiles, in milliseconds (input in seconds)."""
+    if not values:
+        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    s = sorted(values)
+
+    def rank(q: float) -> float:
+        idx = min(len(s) - 1, max(0, int(-(-q * len(s) // 1)) - 1))
+        return round(s[idx] * 1000, 3)
+
+    return {
+        "count": len(s),
+        "mean_ms": round(sum(s) / len(s) * 1000, 3),
+        "p50_ms": rank(0.50),
+        "p95_ms": rank(0.95),
+        "p99_ms": rank(0.99),
+        "max_ms": round(s[-1] * 1000, 3),
+    }
+
+
+async def paced(
+    rate: float,
+    seconds: float,
+    send_batch: Callable[[int, int], Awaitable[None]],
+    max_batch: int,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    """Call send_batch(first_index, count) so that `rate` events/s go out, by the clock.
+
+    Whatever is due when the previous batch returns goes out as one batch (at most max_batch),
+    so a sender that keeps up sends one event per call.
+    """
+    total = int(rate * seconds)
+    sent = batches = iterations = 0
+    max_lag = 0.0
+    t0 = time.monotonic()
+    end = t0 + deadline.cap(seconds * 1.5 + 2)
+    while sent < total and iterations < total * 4 + 1000 and time.monotonic() < end:
+        iterations += 1
+        now = time.monotonic()
+        due = min(total, int((now - t0) * rate) + 1) - sent
+        if due <= 0:
+            await asyncio.sleep(max(0.0, t0 + sent / rate - now))
+            continue
+        max_lag = max(max_lag, now - (t0 + sent / rate))
+        count = min(due, max_batch)
+        await send_batch(sent, count)
+        sent += count
+        batches += 1
+    elapsed = time.monotonic() - t0
+    return {
+        "target_rate": rate,
+        "target_events": total,
+        "events": sent,
+        "seconds": round(elapsed, 3),
+        "achieved_rate": round(sent / elapsed, 1) if elapsed > 0 else None,
+        "sends": batches,
+        "mean_events_per_send": round(sent / batches, 2) if batches else None,
+        "max_behind_schedule_ms": round(max_lag * 1000, 3),
+    }
 
 
 # -- the child's reports: one JSON array per line on its stdout -------------------------------
@@ -142,7 +225,7 @@ _STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(?:pid (\d+))?")
 WATCHED = ("kafka", "postgres", "redis", "auth-api", "billing-api")
 
 
-def stack_pids() -> dict[str, str]:
+def stack_pids(names: tuple[str, ...] = WATCHED) -> dict[str, str]:
     """The supervisor's view of the stack (`devstack.py status`): a changed pid is a restart."""
     try:
         out = subprocess.run(
@@ -157,7 +240,7 @@ def stack_pids() -> dict[str, str]:
     pids = {}
     for line in out.splitlines():
         m = _STATUS_LINE.match(line.strip())
-        if m and m.group(1) in WATCHED:
+        if m and m.group(1) in names:
             pids[m.group(1)] = m.group(3) or m.group(2)
     return pids
 
