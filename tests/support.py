@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = "http://127.0.0.1:8080"
 PG_SOCKET = str(ROOT / ".local" / "pg" / "run")
 PG_PORT = 55432
-KAFKA = "127.0.0.1:59092"
 LOGS = ROOT / ".local" / "logs"
 SERVICE_PORTS = {
     "auth": 8101,

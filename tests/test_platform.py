@@ -74,7 +74,6 @@ async def test_bad_registration_input_is_a_422_envelope_naming_the_field(gateway
     payload = r.json()
     assert payload["success"] is False and payload["code"] == "VALIDATION_ERROR"
     assert any(d["field"] == field for d in payload["details"]), payload
-    # Nothing was created: the same email still registers once the input is fixed.
 
 
 async def test_seed_alias_paths_reach_the_same_endpoint(gateway):

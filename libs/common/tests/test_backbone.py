@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import backbone_proc
 import pytest
@@ -24,7 +21,7 @@ from common.messaging.relay import OutboxRelay
 from common.settings import BaseServiceSettings
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support import devstack
 
 
 async def emit_items(sessions, contract, seqs, per_tx=100, body="", bulk=False) -> None:  # noqa: ANN001
@@ -205,11 +202,7 @@ async def test_broker_restart_during_a_stream_of_1000_events_loses_none(
 
     emitter = asyncio.create_task(stream())
     await asyncio.sleep(1.5)
-    restart = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(ROOT / "scripts/devstack.py"), "ctl", "restart", "kafka"],
-        capture_output=True, text=True,
-    )
+    restart = await asyncio.to_thread(devstack, "ctl", "restart", "kafka", check=False)
     assert "started" in restart.stdout, restart.stdout + restart.stderr
     await emitter
     assert await wait_effects(bb_sessions, contract, 1000, 180) == (1000, 1000)
@@ -291,11 +284,7 @@ async def test_database_restart_during_a_stream_loses_nothing_and_doubles_nothin
     emitter = asyncio.create_task(stream())
     while written < 200:
         await asyncio.sleep(0.05)
-    restart = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(ROOT / "scripts/devstack.py"), "ctl", "restart", "postgres"],
-        capture_output=True, text=True,
-    )
+    restart = await asyncio.to_thread(devstack, "ctl", "restart", "postgres", check=False)
     assert "started" in restart.stdout, restart.stdout + restart.stderr
     await emitter
     assert await wait_effects(bb_sessions, contract, 600, 120) == (600, 600)

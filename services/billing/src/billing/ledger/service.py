@@ -96,7 +96,7 @@ async def credit(
         description=description, reference=reference, postings=[(account.id, amount), (system, -amount)],
     )
     if tx is not None:
-        await _balance_changed(session, account.id, kind)
+        await balance_changed(session, account.id, kind)
     return tx
 
 
@@ -120,7 +120,7 @@ async def place_hold(
         return HoldOutcome("insufficient_credits", account=account)
     hold = Hold(account_id=account.id, business_key=business_key, kind=kind, reference=reference, amount_minor=amount)
     await repo.add_hold(hold)
-    await _balance_changed(session, account.id, f"hold:{kind}")
+    await balance_changed(session, account.id, f"hold:{kind}")
     return HoldOutcome("held", hold, account)
 
 
@@ -142,7 +142,7 @@ async def capture(session: AsyncSession, business_key: str, description: str, am
         )
         if tx is not None:
             await repo.link_hold(hold.id, tx)
-    await _balance_changed(session, hold.account_id, f"capture:{hold.kind}")
+    await balance_changed(session, hold.account_id, f"capture:{hold.kind}")
     return True
 
 
@@ -161,7 +161,7 @@ async def release(session: AsyncSession, business_key: str) -> bool:
     if hold is None:
         return False
     await repo.unreserve(hold.account_id, hold.amount_minor)
-    await _balance_changed(session, hold.account_id, f"release:{hold.kind}")
+    await balance_changed(session, hold.account_id, f"release:{hold.kind}")
     return True
 
 
@@ -172,7 +172,8 @@ async def require_account(session: AsyncSession, tenant_id: str) -> Account:
     return account
 
 
-async def _balance_changed(session: AsyncSession, account_id: uuid.UUID, reason: str) -> None:
+async def balance_changed(session: AsyncSession, account_id: uuid.UUID, reason: str) -> None:
+    """Announce the account's balance after a movement (`post` alone does not)."""
     account = await LedgerRepository(session).refreshed(account_id)
     assert account.tenant_id is not None
     await emit(

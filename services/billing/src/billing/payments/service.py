@@ -30,14 +30,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from common.contracts.billing.v1 import BalanceChangedV1, PaymentReversedV1, PaymentSucceededV1
+from common.contracts.billing.v1 import PaymentReversedV1, PaymentSucceededV1
 from common.errors import NotFound, ServiceUnavailable, Unprocessable
 from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
-from billing.models import Account, Payment
+from billing.models import Payment
 from billing.payments.repository import PaymentRepository
 from billing.payments.schemas import PaymentRead, TopupCreate, TopupRead
 from billing.payments.stripe_gateway import CreatedRefund, StripeGateway, VerifiedEvent
@@ -368,7 +368,7 @@ async def _move(
     )
     _posted(tx, event_id, payment)
     if any(a == account.id for a, _ in postings):
-        await _balance_changed(session, account, kind)
+        await ledger.balance_changed(session, account.id, kind)
 
 
 def _posted(tx: uuid.UUID | None, event_id: str, payment: Payment) -> None:
@@ -388,22 +388,6 @@ def _describe(delta: int, event_type: str, payment: Payment, facts: _Facts) -> t
     if delta < 0:
         return "refund", f"Top-up {intent} refunded"
     return "topup", f"Top-up by card ({intent})"
-
-
-async def _balance_changed(session: AsyncSession, account: Account, reason: str) -> None:
-    # ledger.post does not announce balance changes (ledger.credit does, for two-account moves).
-    account = await LedgerRepository(session).refreshed(account.id)
-    assert account.tenant_id is not None
-    await emit(
-        session,
-        BalanceChangedV1(
-            tenant_id=account.tenant_id, balance_minor=account.balance_minor, held_minor=account.held_minor,
-            available_minor=account.balance_minor - account.held_minor, currency=account.currency,
-            reason=reason,
-        ),
-        subject=account.tenant_id,
-        tenant_id=account.tenant_id,
-    )
 
 
 def _str(value: Any) -> str | None:

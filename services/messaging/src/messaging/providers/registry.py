@@ -12,20 +12,13 @@ from messaging.settings import MessagingSettings
 def build_provider(name: str, settings: MessagingSettings) -> SmsProvider:
     """One provider by its name in `sms_routes`: simulator, gateway or sns."""
     timeout = settings.sms_provider_timeout_s
-    if name == "simulator":
+    if name in ("simulator", "gateway"):
+        # The simulator speaks the generic gateway's wire format; only their settings differ.
         return HttpGatewayProvider(
-            "simulator",
-            base_url=settings.sms_simulator_base_url,
-            api_key=settings.sms_simulator_api_key,
-            webhook_secrets=settings.sms_simulator_webhook_secrets,
-            timeout_s=timeout,
-        )
-    if name == "gateway":
-        return HttpGatewayProvider(
-            "gateway",
-            base_url=settings.sms_gateway_base_url,
-            api_key=settings.sms_gateway_api_key,
-            webhook_secrets=settings.sms_gateway_webhook_secrets,
+            name,
+            base_url=getattr(settings, f"sms_{name}_base_url"),
+            api_key=getattr(settings, f"sms_{name}_api_key"),
+            webhook_secrets=getattr(settings, f"sms_{name}_webhook_secrets"),
             timeout_s=timeout,
         )
     if name == "sns":
