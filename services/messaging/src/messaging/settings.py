@@ -42,6 +42,26 @@ class MessagingSettings(BaseServiceSettings):
     sms_sns_sms_type: str = "Transactional"  # or Promotional
     sms_sns_sender_id: str = ""
 
+    # -- sending (messaging.sms) -----------------------------------------------------------------
+    # The "from" of a send that names no sender of the tenant's own (SmsNumber): the platform's
+    # shared number. Conversations are keyed by (our number, their number).
+    sms_default_sender: str = "+18005550100"
+    sms_max_recipients: int = 10_000
+    # Dispatcher (worker): claims due messages in batches, a lease per claim; a crashed worker's
+    # claims expire and are sent again with the same client reference (providers drop repeats).
+    sms_dispatch_batch: int = 200
+    sms_dispatch_concurrency: int = 64  # provider calls in flight, bulk lane
+    sms_dispatch_lease_s: float = 30.0
+    sms_dispatch_poll_s: float = 0.25  # fallback when no wake-up arrives
+    sms_provider_rate_per_s: float = 1000.0  # per provider and worker process (token bucket)
+    sms_max_attempts: int = 8  # "provider unavailable" retries before the message fails
+    sms_retry_base_s: float = 1.0  # backoff base, doubled per attempt
+    sms_retry_max_s: float = 300.0
+    # OTP lane: its own claim loop and concurrency, so codes never queue behind a bulk send.
+    sms_otp_concurrency: int = 16
+    sms_otp_sender: str = ""  # empty: sms_default_sender
+    sms_otp_text: str = "Your Switchboard code is {code}. It expires in {minutes} minutes."
+
     @model_validator(mode="after")
     def _sms_providers(self) -> "MessagingSettings":
         routed = {name for names in self.sms_routes.values() for name in names}

@@ -9,6 +9,7 @@ import io
 
 import pytest
 from common.errors import Unprocessable
+from common.ids import uuid7
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from messaging.contacts.csvio import (
@@ -20,7 +21,6 @@ from messaging.contacts.csvio import (
     unescape_cell,
     write_rows,
 )
-from messaging.contacts.service import uuid7
 
 
 def read_in_pieces(data: bytes, cuts: list[int], **kwargs) -> list[list[str] | None]:

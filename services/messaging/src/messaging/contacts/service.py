@@ -4,10 +4,7 @@ tenant; a contact of another tenant is indistinguishable from a missing one (404
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import phonenumbers
 from common.auth import Principal
 from common.errors import AppError, Conflict, NotFound, Unprocessable
+from common.ids import uuid7
 from common.phones import to_e164
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -62,24 +60,6 @@ class ImportInProgress(Conflict):
 
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
-
-
-_uuid7_lock = threading.Lock()
-_uuid7_last = 0
-
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7), strictly increasing within this process: a
-    Unix-millisecond prefix, then 74 random bits that are bumped by one when the clock has not
-    moved past the previous id."""
-    global _uuid7_last
-    with _uuid7_lock:
-        value = (time.time_ns() // 1_000_000) << 74 | int.from_bytes(os.urandom(10), "big") >> 6
-        if value <= _uuid7_last:
-            value = _uuid7_last + 1
-        _uuid7_last = value
-    ms, rand_a, rand_b = value >> 74, (value >> 62) & 0xFFF, value & ((1 << 62) - 1)
-    return uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
 
 
 def _tenant(principal: Principal) -> uuid.UUID:

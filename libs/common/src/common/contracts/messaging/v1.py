@@ -34,6 +34,27 @@ class SmsStatusV1(Payload):
     error: str | None = None
 
 
+@event("messaging.webhook.received.v1")
+class WebhookReceivedV1(Payload):
+    """A provider webhook was verified and stored raw (`provider_webhooks`); the worker parses
+    and applies it (delivery reports, inbound messages). Internal to messaging."""
+
+    webhook_id: str
+    provider: str
+
+
+@event("messaging.message.received.v1")
+class MessageReceivedV1(Payload):
+    """An inbound message was stored in a conversation (for the inbox and the chat gateway)."""
+
+    message_id: str
+    tenant_id: str
+    conversation_id: str
+    channel: str
+    from_number: str
+    to_number: str
+
+
 @event("messaging.order.created.v1")
 class OrderCreatedV1(Payload):
     order_id: str
