@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import stripe
 from common.db import create_engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,3 +132,75 @@ class EventTap:
                 self.seen.extend(json.loads(r.value) for r in records)
             await asyncio.sleep(0)
         raise AssertionError(f"no matching event on {self.topic} within {timeout}s")
+
+
+# -- tenants with credit (billing's top-up through localstripe) ---------------------------------
+
+STRIPE_API = "http://127.0.0.1:8420"
+SECRETS = ("whsec_local_1", "whsec_local_2")  # scripts/devstack.py: billing accepts both
+WEBHOOK = "/api/v1/payments/webhook"
+
+
+def stripe_client() -> stripe.StripeClient:
+    return stripe.StripeClient("sk_test_local", base_addresses={"api": STRIPE_API},
+                               http_client=stripe.HTTPXClient(timeout=10))
+
+
+async def new_tenant(gateway) -> dict[str, str]:  # noqa: ANN001
+    """Register a user (a tenant of their own); the bearer header once billing opened the account."""
+    r = await gateway.post("/api/v1/users/register", json={
+        "email": f"pay-{uuid.uuid4().hex[:12]}@example.com", "password": "correct-horse-battery", "name": "Payer"})
+    assert r.status_code == 201, r.text
+    headers = {"Authorization": f"Bearer {r.json()['data']['accessToken']}"}
+    for _ in range(100):
+        if (await gateway.get("/api/v1/users/credits", headers=headers)).status_code == 200:
+            return headers
+        await asyncio.sleep(0.1)
+    raise AssertionError("billing never opened the account")
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": f"test-{uuid.uuid4().hex}"}
+
+
+async def topup(gateway, headers, amount: int, path: str = "topup") -> dict:  # noqa: ANN001
+    r = await gateway.post(f"/api/v1/payments/{path}", json={"amount": amount}, headers={**headers, **key()})
+    assert r.status_code == 201, r.text
+    return r.json()["data"]
+
+
+async def pay_with_test_card(intent_id: str) -> None:
+    """What Stripe.js does in the browser: a card payment method, attached and confirmed."""
+    client = stripe_client()
+    method = await client.v1.payment_methods.create_async({
+        "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+    await client.v1.payment_intents.update_async(intent_id, {"payment_method": method.id})
+    confirmed = await client.v1.payment_intents.confirm_async(intent_id)
+    assert confirmed.status == "succeeded"
+
+
+async def credits(gateway, headers) -> dict:  # noqa: ANN001
+    r = await gateway.get("/api/v1/users/credits", headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+async def wait_balance(gateway, headers, expected: int, timeout: float = 10.0) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await credits(gateway, headers)
+        if data["balance"] == expected or time.monotonic() > deadline:
+            assert data["balance"] == expected, data
+            return data
+        await asyncio.sleep(0.1)
+
+
+
+async def funded_tenant(gateway, amount: int) -> dict[str, str]:  # noqa: ANN001
+    """A new tenant whose balance holds `amount` minor units, paid by card through localstripe
+    and credited by the signed webhook; answers its bearer header."""
+    headers = await new_tenant(gateway)
+    topped = await topup(gateway, headers, amount)
+    await pay_with_test_card(topped["paymentIntentId"])
+    await wait_balance(gateway, headers, amount)
+    return headers

@@ -12,65 +12,18 @@ import uuid
 
 import stripe
 
-from tests.support import superuser_conn
-
-STRIPE_API = "http://127.0.0.1:8420"
-SECRETS = ("whsec_local_1", "whsec_local_2")  # scripts/devstack.py: billing accepts both
-WEBHOOK = "/api/v1/payments/webhook"
-
-
-def stripe_client() -> stripe.StripeClient:
-    return stripe.StripeClient("sk_test_local", base_addresses={"api": STRIPE_API},
-                               http_client=stripe.HTTPXClient(timeout=10))
-
-
-async def new_tenant(gateway) -> dict[str, str]:  # noqa: ANN001
-    """Register a user (a tenant of their own); the bearer header once billing opened the account."""
-    r = await gateway.post("/api/v1/users/register", json={
-        "email": f"pay-{uuid.uuid4().hex[:12]}@example.com", "password": "correct-horse-battery", "name": "Payer"})
-    assert r.status_code == 201, r.text
-    headers = {"Authorization": f"Bearer {r.json()['data']['accessToken']}"}
-    for _ in range(100):
-        if (await gateway.get("/api/v1/users/credits", headers=headers)).status_code == 200:
-            return headers
-        await asyncio.sleep(0.1)
-    raise AssertionError("billing never opened the account")
-
-
-def key() -> dict[str, str]:
-    return {"Idempotency-Key": f"test-{uuid.uuid4().hex}"}
-
-
-async def topup(gateway, headers, amount: int, path: str = "topup") -> dict:  # noqa: ANN001
-    r = await gateway.post(f"/api/v1/payments/{path}", json={"amount": amount}, headers={**headers, **key()})
-    assert r.status_code == 201, r.text
-    return r.json()["data"]
-
-
-async def pay_with_test_card(intent_id: str) -> None:
-    """What Stripe.js does in the browser: a card payment method, attached and confirmed."""
-    client = stripe_client()
-    method = await client.v1.payment_methods.create_async({
-        "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
-    await client.v1.payment_intents.update_async(intent_id, {"payment_method": method.id})
-    confirmed = await client.v1.payment_intents.confirm_async(intent_id)
-    assert confirmed.status == "succeeded"
-
-
-async def credits(gateway, headers) -> dict:  # noqa: ANN001
-    r = await gateway.get("/api/v1/users/credits", headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
-
-
-async def wait_balance(gateway, headers, expected: int, timeout: float = 10.0) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        data = await credits(gateway, headers)
-        if data["balance"] == expected or time.monotonic() > deadline:
-            assert data["balance"] == expected, data
-            return data
-        await asyncio.sleep(0.1)
+from tests.support import (
+    SECRETS,
+    WEBHOOK,
+    credits,
+    key,
+    new_tenant,
+    pay_with_test_card,
+    stripe_client,
+    superuser_conn,
+    topup,
+    wait_balance,
+)
 
 
 async def movements(gateway, headers) -> list[dict]:  # noqa: ANN001
