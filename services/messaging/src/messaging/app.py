@@ -4,6 +4,7 @@ from common.app import create_service_app
 from fastapi import FastAPI
 
 from messaging.contacts.endpoints import router as contacts_router
+from messaging.inbound.endpoints import router as inbound_router
 from messaging.settings import MessagingSettings
 
 
@@ -12,5 +13,5 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         settings or MessagingSettings(),
         title="Switchboard messaging",
         description="Contacts, SMS/WhatsApp messages, conversations, templates, provider webhooks, number orders.",
-        routers=[contacts_router],
+        routers=[contacts_router, inbound_router],
     )
