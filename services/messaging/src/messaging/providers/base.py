@@ -25,6 +25,7 @@ import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -47,6 +48,17 @@ class DeliveryReport:
     client_ref: str | None  # our message id, when the provider echoes it
     status: DeliveryStatus
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """An SMS a handset sent to one of our numbers, as the provider reported it."""
+
+    provider_message_id: str  # the provider's id of the inbound message: our idempotency key
+    from_number: str  # as the provider wrote it (normally E.164; the service normalises it)
+    to_number: str  # our number
+    text: str
+    received_at: datetime | None = None  # when the provider got it (timezone-aware), if it says
 
 
 class ProviderError(Exception):
@@ -83,7 +95,7 @@ class ProviderRejected(ProviderError):
 
 
 class InvalidDeliveryReport(ValueError):
-    """A webhook body that is not a delivery report of this provider's format."""
+    """A webhook body that is not a delivery report (or inbound message) of this provider's format."""
 
 
 class SmsProvider(ABC):
@@ -108,6 +120,14 @@ class SmsProvider(ABC):
     ) -> list[DeliveryReport]:
         """The reports in a verified webhook body; `InvalidDeliveryReport` if it is malformed."""
         raise InvalidDeliveryReport(f"{self.name} sends no delivery reports")
+
+    def parse_webhook(
+        self, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[list[DeliveryReport], list[InboundSms]]:
+        """Everything a verified webhook body carries: delivery reports and inbound messages, each
+        in body order; `InvalidDeliveryReport` if any of it is malformed (nothing is half-read).
+        Providers without inbound messages only have reports."""
+        return self.parse_delivery_report(body, headers), []
 
     async def aclose(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""

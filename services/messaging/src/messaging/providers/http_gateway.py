@@ -9,9 +9,20 @@ Wire format (what `scripts/sms_simulator.py` speaks too, so the same adapter tal
     -> 4xx {"error": "<code>", "message": "..."}: refused (401/403: our credentials)
     -> 429 / 5xx: not now
 
-    Delivery reports, POSTed by the gateway to our webhook URL (one object or a list):
+    Webhooks, POSTed by the gateway to our webhook URL: one item or a list of 1 to 1,000 items,
+    delivery reports and inbound messages mixed, each list in the order things happened:
     X-Signature: hex HMAC-SHA256(webhook secret, <the URL it called> + <raw body>)
-    {"id": "...", "clientRef": "..." | null, "status": "sent" | "delivered" | "failed", "error": "..."}
+    a delivery report (no "type", or "type": "status"):
+    {"id": "<provider message id>", "clientRef": "..." | null,
+     "status": "sent" | "delivered" | "failed" | ..., "error": "..."?}
+    an inbound message (a handset texted one of our numbers):
+    {"type": "inbound", "id": "<provider id of the inbound message>", "from": "+1415...",
+     "to": "<our number>", "text": "...", "receivedAt": "2026-01-31T12:00:00Z"?}
+
+    Inbound fields: `id` 1-128 characters, unique per provider (a redelivery of the same `id` is
+    one message); `from` and `to` 1-32 characters (E.164 expected); `text` a string of at most
+    10,000 characters (may be empty: an MMS without text); `receivedAt` RFC 3339, optional (no
+    offset means UTC). Any other `type` makes the whole body invalid.
 
 `clientRef` is also the gateway's idempotency key: sending the same one again answers the first
 message's id instead of sending twice (the simulator does this), so a retry after a timeout is
@@ -23,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,6 +43,7 @@ from common.http import http_client
 from messaging.providers.base import (
     DeliveryReport,
     DeliveryStatus,
+    InboundSms,
     InvalidDeliveryReport,
     ProviderRejected,
     ProviderUnavailable,
@@ -44,8 +57,10 @@ log = logging.getLogger("messaging.providers.http_gateway")
 
 SIGNATURE_HEADER = "X-Signature"
 API_KEY_HEADER = "X-API-Key"
-MAX_REPORTS = 1000  # per webhook request
+MAX_REPORTS = 1000  # items (reports and inbound messages) per webhook request
 MAX_ID = 128
+MAX_PHONE = 32
+MAX_INBOUND_TEXT = 10_000  # characters; longer is not an SMS (the service cuts at 1,600)
 
 # Provider statuses (send answers and reports) and what they mean to us.
 _NOT_ACCEPTED = {"failed", "rejected", "undeliverable", "error"}
@@ -130,14 +145,32 @@ class HttpGatewayProvider(SmsProvider):
     def parse_delivery_report(
         self, body: bytes, headers: Mapping[str, str] | None = None
     ) -> list[DeliveryReport]:
+        reports, inbound = self.parse_webhook(body, headers)
+        if inbound:
+            raise InvalidDeliveryReport("the body holds inbound messages, not only delivery reports")
+        return reports
+
+    def parse_webhook(
+        self, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[list[DeliveryReport], list[InboundSms]]:
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidDeliveryReport("the body is not JSON") from exc
         items = data if isinstance(data, list) else [data]
         if not items or len(items) > MAX_REPORTS:
-            raise InvalidDeliveryReport(f"expected 1 to {MAX_REPORTS} reports")
-        return [_report(item) for item in items]
+            raise InvalidDeliveryReport(f"expected 1 to {MAX_REPORTS} items")
+        reports: list[DeliveryReport] = []
+        inbound: list[InboundSms] = []
+        for item in items:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind is None or kind == "status":
+                reports.append(_report(item))
+            elif kind == "inbound":
+                inbound.append(_inbound(item))
+            else:
+                raise InvalidDeliveryReport(f"an item has an unknown type: {str(kind)[:40]!r}")
+        return reports, inbound
 
     async def aclose(self) -> None:
         if self._own_client:
@@ -163,6 +196,36 @@ def _report(item: Any) -> DeliveryReport:
         client_ref=client_ref or None,
         status=_REPORT_STATUS[status.lower()],
         error=error[:500] if error else None,
+    )
+
+
+def _inbound(item: dict[str, Any]) -> InboundSms:
+    message_id, sender, to, text, at = (
+        item.get("id"), item.get("from"), item.get("to"), item.get("text"), item.get("receivedAt")
+    )
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID:
+        raise InvalidDeliveryReport("an inbound message has no valid id")
+    for name, value in (("from", sender), ("to", to)):
+        if not isinstance(value, str) or not 0 < len(value.strip()) <= MAX_PHONE:
+            raise InvalidDeliveryReport(f"an inbound message has no valid {name!r}")
+    if not isinstance(text, str) or len(text) > MAX_INBOUND_TEXT:
+        raise InvalidDeliveryReport("an inbound message has no valid text")
+    received_at = None
+    if at is not None:
+        try:
+            received_at = datetime.fromisoformat(at) if isinstance(at, str) else None
+        except ValueError:
+            received_at = None
+        if received_at is None:
+            raise InvalidDeliveryReport("an inbound message has an invalid receivedAt")
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+    return InboundSms(
+        provider_message_id=message_id,
+        from_number=sender.strip(),  # type: ignore[union-attr]
+        to_number=to.strip(),  # type: ignore[union-attr]
+        text=text,
+        received_at=received_at,
     )
 
 

@@ -1,0 +1,154 @@
+"""SQL of the inbound side: raw webhooks, the messages reports point at, inbound messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@dataclass(frozen=True)
+class StoredWebhook:
+    id: uuid.UUID
+    provider: str
+    body: bytes
+    headers: dict[str, Any]
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutboundRef:
+    id: uuid.UUID
+    provider: str | None
+    provider_message_id: str | None
+
+
+class InboundRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- raw webhooks ------------------------------------------------------------------------------
+
+    async def store_webhook(self, webhook_id: uuid.UUID, provider: str, body: bytes, headers: dict[str, str]) -> None:
+        await self.session.execute(
+            text(
+                "INSERT INTO provider_webhooks (id, provider, body, headers) "
+                "VALUES (:id, :provider, :body, CAST(:headers AS jsonb))"
+            ),
+            {"id": webhook_id, "provider": provider, "body": body, "headers": _json(headers)},
+        )
+
+    async def lock_webhook(self, webhook_id: uuid.UUID) -> StoredWebhook | None:
+        row = (
+            await self.session.execute(
+                text(
+                    "SELECT id, provider, body, headers, processed_at FROM provider_webhooks "
+                    "WHERE id = :id FOR UPDATE"
+                ),
+                {"id": webhook_id},
+            )
+        ).one_or_none()
+        return StoredWebhook(row.id, row.provider, bytes(row.body), row.headers, row.processed_at) if row else None
+
+    async def finish_webhook(self, webhook_id: uuid.UUID, outcome: str, *, processed: bool = True) -> None:
+        await self.session.execute(
+            text(
+                "UPDATE provider_webhooks SET outcome = :outcome, "
+                "processed_at = CASE WHEN :processed THEN now() ELSE processed_at END WHERE id = :id"
+            ),
+            {"id": webhook_id, "outcome": outcome[:500], "processed": processed},
+        )
+
+    # -- the outbound messages delivery reports point at --------------------------------------------
+
+    async def outbound_by_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OutboundRef]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            text(
+                "SELECT id, provider, provider_message_id FROM messages "
+                "WHERE id = ANY(CAST(:ids AS uuid[])) AND direction = 'outbound'"
+            ),
+            {"ids": list(set(ids))},
+        )
+        return {r.id: OutboundRef(r.id, r.provider, r.provider_message_id) for r in rows}
+
+    async def outbound_by_provider_ids(self, provider: str, provider_message_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+        if not provider_message_ids:
+            return {}
+        rows = await self.session.execute(
+            text(
+                "SELECT id, provider_message_id FROM messages WHERE provider = :provider "
+                "AND provider_message_id = ANY(CAST(:pmids AS text[])) AND direction = 'outbound'"
+            ),
+            {"provider": provider, "pmids": list(set(provider_message_ids))},
+        )
+        return {r.provider_message_id: r.id for r in rows}
+
+    # -- inbound messages ----------------------------------------------------------------------------
+
+    async def owners(self, numbers: Sequence[str]) -> dict[str, uuid.UUID]:
+        """Our number -> the tenant that owns it."""
+        if not numbers:
+            return {}
+        rows = await self.session.execute(
+            text("SELECT number, tenant_id FROM sms_numbers WHERE number = ANY(CAST(:n AS text[]))"),
+            {"n": list(set(numbers))},
+        )
+        return {r.number: r.tenant_id for r in rows}
+
+    async def existing_inbound(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        provider: str | None,
+        provider_message_id: str | None,
+        external_id: str | None,
+    ) -> tuple[uuid.UUID, uuid.UUID] | None:
+        """(message id, conversation id) of the message these keys already name, if any."""
+        if provider and provider_message_id:
+            sql, params = (
+                "SELECT id, conversation_id FROM messages WHERE provider = :p AND provider_message_id = :k",
+                {"p": provider, "k": provider_message_id},
+            )
+        elif external_id:
+            sql, params = (
+                "SELECT id, conversation_id FROM messages WHERE tenant_id = :t AND external_id = :k",
+                {"t": tenant_id, "k": external_id},
+            )
+        else:
+            return None
+        row = (await self.session.execute(text(sql), params)).one_or_none()
+        return (row.id, row.conversation_id) if row else None
+
+    async def contact_id(self, tenant_id: uuid.UUID, phone: str) -> uuid.UUID | None:
+        return await self.session.scalar(
+            text("SELECT id FROM contacts WHERE tenant_id = :t AND phone = :p"), {"t": tenant_id, "p": phone}
+        )
+
+    async def insert_inbound(self, **values: Any) -> bool:
+        """One inbound message; False when a unique key (provider id, the caller's id) already
+        has one (a concurrent duplicate), in which case nothing was written."""
+        inserted = await self.session.scalar(
+            text(
+                "INSERT INTO messages (id, tenant_id, conversation_id, channel, direction, from_number,"
+                " to_number, body, encoding, segments, status, billing, contact_id, external_id, provider,"
+                " provider_message_id, sent_at)"
+                " VALUES (:id, :tenant_id, :conversation_id, 'sms', 'inbound', :from_number, :to_number, :body,"
+                " :encoding, :segments, 'received', 'none', :contact_id, :external_id, :provider,"
+                " :provider_message_id, :sent_at)"
+                " ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            values,
+        )
+        return inserted is not None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
