@@ -11,6 +11,7 @@ import backbone_proc
 import pytest
 from common.contracts import dlq_topic, topic_for
 from common.messaging import emit, emit_many
+from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import (
     consumer_config,
     make_consumer,
@@ -184,6 +185,40 @@ async def test_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 
     procs("relay", "--schema", "bbtest", "--batch", "200")
     assert await wait_effects(bb_sessions, contract, 5000, 120) == (5000, 5000)
+
+
+async def test_a_batch_handler_gets_runs_of_events_and_a_poison_one_is_isolated(
+    bb_settings, bb_sessions, contract, background
+):
+    """One call per run of events (one statement for many events); a failing event makes the
+    batch go event by event: the others are handled exactly once, the poison one dead-lettered."""
+    calls: list[int] = []
+    background.start(OutboxRelay(bb_settings, bb_sessions))
+
+    async def record_many(session, envelopes) -> None:  # noqa: ANN001
+        calls.append(len(envelopes))
+        if any(e.data.body == "poison" for e in envelopes):
+            raise ValueError("poison pill")
+        await session.execute(
+            text(
+                "INSERT INTO effects (event_type, event_id, seq) "
+                "SELECT :t, i, s FROM unnest(CAST(:ids AS text[]), CAST(:seqs AS int[])) AS u(i, s)"
+            ),
+            {"t": contract.type, "ids": [e.id for e in envelopes], "seqs": [e.data.seq for e in envelopes]},
+        )
+
+    background.start(
+        EventConsumer(bb_settings, bb_sessions, f"g-{contract.type}", {}, batch_handlers={contract.type: record_many})
+    )
+    await emit_items(bb_sessions, contract, range(300), per_tx=300, bulk=True)
+    async with bb_sessions() as session, session.begin():
+        await emit(session, contract.model(seq=300, body="poison"), subject="item-300")
+    await emit_items(bb_sessions, contract, range(301, 400), per_tx=100, bulk=True)
+    assert await wait_effects(bb_sessions, contract, 399, 60) == (399, 399)
+    assert max(calls) > 1, calls  # events really arrived in runs, not one call each
+    async with bb_sessions() as session:
+        seqs = set((await session.execute(text("SELECT seq FROM effects WHERE event_type = :t"), {"t": contract.type})).scalars())
+    assert seqs == set(range(400)) - {300}
 
 
 @pytest.mark.slow

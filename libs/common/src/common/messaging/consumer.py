@@ -41,6 +41,10 @@ from common.settings import BaseServiceSettings
 log = logging.getLogger("common.consumer")
 
 Handler = Callable[[AsyncSession, EventEnvelope[Any]], Awaitable[None]]
+# Handles a run of consecutive events of one type from one partition, in order, in one call: for
+# hot paths where one statement per batch beats one per event (billing's holds, messaging's
+# billing replies). Called with a single event when the batch is redone event by event.
+BatchHandler = Callable[[AsyncSession, list[EventEnvelope[Any]]], Awaitable[None]]
 
 _CLAIM = text(
     "INSERT INTO inbox (consumer_group, event_id, event_type, outcome) "
@@ -116,20 +120,26 @@ class EventConsumer:
         group_id: str,
         handlers: dict[str, Handler],
         *,
+        batch_handlers: dict[str, BatchHandler] | None = None,
         on_committed: Callable[[Sequence[EventEnvelope[Any]]], None] | None = None,
     ) -> None:
-        if not handlers:
+        batch_handlers = dict(batch_handlers or {})
+        if not handlers and not batch_handlers:
             raise ValueError("a consumer needs at least one handler")
-        for event_type in handlers:
+        if set(handlers) & set(batch_handlers):
+            raise ValueError("an event type has either a handler or a batch handler, not both")
+        for event_type in [*handlers, *batch_handlers]:
             if model_for(event_type) is None:
                 raise ValueError(f"no contract registered for {event_type}")
         self.settings = settings
         self.session_factory = session_factory
         self.group_id = group_id
         self.handlers = handlers
-        self.topics = sorted({topic_for(t) for t in handlers})
-        self._bases = {split_type(t)[0] for t in handlers}
-        self._envelope_models = {t: EventEnvelope[model_for(t)] for t in handlers}  # type: ignore[misc]
+        self.batch_handlers = batch_handlers
+        types = [*handlers, *batch_handlers]
+        self.topics = sorted({topic_for(t) for t in types})
+        self._bases = {split_type(t)[0] for t in types}
+        self._envelope_models = {t: EventEnvelope[model_for(t)] for t in types}  # type: ignore[misc]
         self.on_committed = on_committed
         self.max_retries = settings.consumer_max_retries
         self.backoff = settings.consumer_backoff_s
@@ -241,18 +251,28 @@ class EventConsumer:
                     },
                 )
                 fresh = {row[0] for row in rows}
+                todo: list[EventEnvelope[Any]] = []
                 for envelope in envelopes:
                     if envelope.id not in fresh:
                         self._duplicate(envelope)
                         continue
                     fresh.discard(envelope.id)  # the same id twice in one batch: handle once
+                    todo.append(envelope)
+                i = 0
+                while i < len(todo):
+                    # A run of consecutive events of one batch-handled type goes in one call.
+                    j = i + 1
+                    if todo[i].type in self.batch_handlers:
+                        while j < len(todo) and todo[j].type == todo[i].type:
+                            j += 1
                     try:
-                        await self._run_handler(session, envelope)
+                        await self._run_handler(session, todo[i:j])
                     except Exception as exc:  # noqa: BLE001
                         if is_transient(exc):
                             raise
                         raise _HandlerFailed from exc
-                    handled.append(envelope)
+                    handled.extend(todo[i:j])
+                    i = j
         return handled
 
     async def _slow_from(self, items: list[_Item], start: int) -> int:
@@ -292,15 +312,22 @@ class EventConsumer:
             if claimed.first() is None:
                 self._duplicate(envelope)
                 return False
-            await self._run_handler(session, envelope)
+            await self._run_handler(session, [envelope])
         return True
 
-    async def _run_handler(self, session: AsyncSession, envelope: EventEnvelope[Any]) -> None:
-        """The handler inside the event's trace (child of the producer's span) and request id."""
-        with consume_span(envelope, self.group_id):
-            token = request_id_var.set(envelope.requestid)
+    async def _run_handler(self, session: AsyncSession, envelopes: list[EventEnvelope[Any]]) -> None:
+        """The handler inside the event's trace (child of the producer's span) and request id.
+        A batch handler's run is traced as its first event (a bulk send's events share the
+        request's trace anyway)."""
+        first = envelopes[0]
+        with consume_span(first, self.group_id):
+            token = request_id_var.set(first.requestid)
             try:
-                await self.handlers[envelope.type](session, envelope)
+                batch = self.batch_handlers.get(first.type)
+                if batch is not None:
+                    await batch(session, envelopes)
+                else:
+                    await self.handlers[first.type](session, first)
             finally:
                 request_id_var.reset(token)
 

@@ -1,18 +1,19 @@
-"""The worker process of a service: outbox relay + consumers, separate from the API process."""
+"""The worker process of a service: outbox relay + consumers (and any other long-running loop of
+the service, such as messaging's SMS dispatcher), separate from the API process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.contracts import all_topics
 from common.db import create_engine, create_session_factory
-from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import ensure_topics
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
@@ -21,7 +22,16 @@ from common.settings import BaseServiceSettings
 
 log = logging.getLogger("common.worker")
 
-ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], list[EventConsumer]]
+
+class Runner(Protocol):
+    """What the worker runs as one task: an `EventConsumer`, or any loop that returns once
+    `stop` is set."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+# Builds the service's runners (consumers first, by convention) once the session factory exists.
+ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], Sequence[Runner]]
 
 
 async def run_worker_async(
@@ -43,7 +53,7 @@ async def run_worker_async(
         await asyncio.wait_for(ensure_topics(settings, all_topics()), 30)
     except Exception as exc:  # noqa: BLE001 - the relay and consumers retry on their own
         log.warning(f"could not ensure topics at start: {exc!r}")
-    runners = [OutboxRelay(settings, session_factory), *consumers(session_factory)]
+    runners: list[Runner] = [OutboxRelay(settings, session_factory), *consumers(session_factory)]
     log.info("worker starting", extra={"runners": [type(r).__name__ for r in runners]})
     try:
         async with asyncio.TaskGroup() as tg:
