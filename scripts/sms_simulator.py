@@ -32,9 +32,22 @@ Inspection and control (what a person running `make dev`, or a test, uses):
 
     curl -s http://127.0.0.1:8430/_sim/inbox/+14155550123
 
-Delivery reports: POST <webhook url>, JSON {"id", "clientRef", "status", "error"?}, header
-X-Signature = hex HMAC-SHA256(secret, url + body). A call that fails (the endpoint answering 404
-while it does not exist yet, say) is retried 5 times with backoff, then dropped.
+A handset replying (what a person running `make dev` uses to "text one of our numbers"):
+    POST /_sim/inbound {"from", "to", "text", "id"?}  -> 202 {"id"}: the simulator posts a signed
+                                     inbound webhook item for it, like a real provider would
+                                     (the same "id" again replays a provider's redelivery)
+    GET  /_sim/inbound               the inbound messages posted, with their webhook attempts
+
+    curl -s localhost:8430/_sim/inbound -d '{"from":"+14155550123","to":"+18005550100","text":"STOP"}'
+
+Webhooks: POST <webhook url>, header X-Signature = hex HMAC-SHA256(secret, url + body). Items:
+delivery reports {"id", "clientRef", "status", "error"?} and inbound messages {"type": "inbound",
+"id", "from", "to", "text", "receivedAt"}. Items that fall due within --report-batch-ms (50 ms;
+SMS_SIM_REPORT_BATCH_MS) go out together as one JSON list, up to 500 per request, at most 4
+requests in flight; a message's later report never goes out before its earlier one was taken
+(or given up on), so `sent` always precedes `delivered`. With --report-batch-ms 0 every item is
+posted alone as a JSON object. A call that fails (the endpoint answering 404 while it does not
+exist yet, say) is retried 5 times with backoff (0.5, 1, 2, 4 s), then dropped.
 """
 
 from __future__ import annotations
@@ -73,6 +86,9 @@ DEFAULT_RULES = {
 MAX_MESSAGES = 10_000  # kept in memory, oldest dropped first
 MAX_INBOX = 200  # per phone
 REPORT_ATTEMPTS = 5
+MAX_BATCH = 500  # webhook items per request when batching
+MAX_IN_FLIGHT = 4  # webhook requests at once
+MAX_INBOUND_TEXT = 10_000  # the wire format's limit (the service keeps 1,600 characters)
 
 
 @dataclass
@@ -105,29 +121,68 @@ class Message:
         }
 
 
+@dataclass
+class Outgoing:
+    """One webhook item waiting to be posted."""
+
+    payload: dict[str, Any]
+    record: dict[str, Any]  # what /_sim/messages and /_sim/inbound show about its delivery
+    queued_at: float
+    done: asyncio.Future[bool]  # resolved once it was taken, or given up on
+    after: asyncio.Future[bool] | None = None  # the same message's previous item
+
+
 class Simulator:
     def __init__(
-        self, *, api_key: str, webhook_url: str, webhook_secret: str, report_delay_s: float
+        self,
+        *,
+        api_key: str,
+        webhook_url: str,
+        webhook_secret: str,
+        report_delay_s: float,
+        report_batch_s: float = 0.05,
     ) -> None:
         self.api_key = api_key
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
         self.report_delay_s = report_delay_s
+        self.report_batch_s = max(0.0, report_batch_s)
+        self.max_batch = MAX_BATCH if self.report_batch_s > 0 else 1
         self.tasks: set[asyncio.Task[None]] = set()
         self.seq = itertools.count(1)  # never reset: a `since` cursor stays valid across resets
+        self.outgoing: list[Outgoing] = []
+        self.wake = asyncio.Event()
+        self.idle = True  # the poster waits for a first item (or for a batch to finish)
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.client: httpx.AsyncClient | None = None
+        self.flusher: asyncio.Task[None] | None = None
         self.reset()
+
+    def start(self, client: httpx.AsyncClient) -> None:
+        """Start posting webhooks (needs the running loop)."""
+        self.client = client
+        self.flusher = asyncio.create_task(self.flush_forever())
 
     def reset(self) -> None:
         for task in self.tasks:
             task.cancel()
         self.tasks = set()
+        for item in self.outgoing:
+            if not item.done.done():
+                item.done.set_result(False)
+        self.outgoing = []
+        self.last_item: dict[str, asyncio.Future[bool]] = {}  # message id -> its latest item
+        self.inbound: deque[dict[str, Any]] = deque(maxlen=1000)
         self.rules: dict[str, dict[str, Any]] = {k: dict(v) for k, v in DEFAULT_RULES.items()}
         self.outage = False
         self.messages: deque[Message] = deque(maxlen=MAX_MESSAGES)
         self.by_id: dict[str, Message] = {}
         self.by_client_ref: dict[str, Message] = {}
         self.inboxes: dict[str, deque[dict[str, Any]]] = {}
-        self.stats = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "unavailable": 0}
+        self.stats = {
+            "requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "unavailable": 0,
+            "inbound": 0, "webhookRequests": 0, "webhookItems": 0, "webhookFailures": 0,
+        }
 
     def rule_for(self, phone: str) -> dict[str, Any]:
         matches = [s for s in self.rules if phone.endswith(s)]
@@ -158,23 +213,23 @@ class Simulator:
             }
         )
 
-    async def lifecycle(self, message: Message, rule: dict[str, Any], client: httpx.AsyncClient) -> None:
-        """accepted -> sent -> delivered | failed, on the simulated clock. Each step's report is
-        posted in order by a chain of tasks, so a slow or absent webhook delays the reports but
-        never the delivery into the inbox."""
+    async def lifecycle(self, message: Message, rule: dict[str, Any]) -> None:
+        """accepted -> sent -> delivered | failed, on the simulated clock. The reports are queued
+        in order for the webhook poster, so a slow or absent webhook delays the reports but never
+        the delivery into the inbox."""
         await asyncio.sleep(self.report_delay_s)
         message.status = "sent"
-        previous = self.spawn(self.report(client, message, "sent"))
+        self.report(message, "sent")
         if rule["action"] == "delay":
             await asyncio.sleep(float(rule.get("delaySeconds", 5.0)))
         else:
             await asyncio.sleep(self.report_delay_s)
         if rule["action"] == "undeliverable":
             message.status, message.error = "failed", "UNDELIVERABLE"
-            self.spawn(self.report(client, message, "failed", "UNDELIVERABLE", after=previous))
+            self.report(message, "failed", "UNDELIVERABLE")
         else:
             self.deliver(message)
-            self.spawn(self.report(client, message, "delivered", after=previous))
+            self.report(message, "delivered")
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -182,51 +237,118 @@ class Simulator:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def report(
-        self,
-        client: httpx.AsyncClient,
-        message: Message,
-        status: str,
-        error: str | None = None,
-        *,
-        after: asyncio.Task[None] | None = None,
-    ) -> None:
-        if after is not None:
-            await asyncio.wait([after])  # reports arrive in order: sent before delivered
-        if not self.webhook_url:
-            return
+    def report(self, message: Message, status: str, error: str | None = None) -> None:
         payload: dict[str, Any] = {"id": message.id, "clientRef": message.client_ref, "status": status}
         if error:
             payload["error"] = error
+        record: dict[str, Any] = {"status": status, "attempts": 0, "httpStatus": None, "ok": False}
+        message.reports.append(record)
+        self.enqueue(payload, record, key=message.id)
+
+    def enqueue(self, payload: dict[str, Any], record: dict[str, Any], key: str | None = None) -> None:
+        """Queue one webhook item; items of one `key` (a message) go out in the order queued."""
+        loop = asyncio.get_running_loop()
+        item = Outgoing(payload, record, loop.time(), loop.create_future())
+        if not self.webhook_url:
+            item.done.set_result(False)
+            return
+        if key is not None:
+            previous = self.last_item.get(key)
+            if previous is not None and not previous.done():
+                item.after = previous
+            self.last_item[key] = item.done
+            item.done.add_done_callback(lambda _, k=key, f=item.done: self._forget(k, f))
+        self.outgoing.append(item)
+        # Wake the poster when it has nothing to do and for every full batch, not for each item.
+        if self.idle or len(self.outgoing) % self.max_batch == 0:
+            self.wake.set()
+
+    def _forget(self, key: str, done: asyncio.Future[bool]) -> None:
+        if self.last_item.get(key) is done:
+            del self.last_item[key]
+
+    def _ready(self) -> list[Outgoing]:
+        ready: list[Outgoing] = []
+        for item in self.outgoing:
+            if item.after is None or item.after.done():
+                ready.append(item)
+                if len(ready) == self.max_batch:
+                    break
+        return ready
+
+    async def flush_forever(self) -> None:
+        """Post due items: a batch when it is full or its oldest item waited --report-batch-ms."""
+        loop = asyncio.get_running_loop()
+        while True:
+            ready = self._ready()
+            wait = None
+            if not ready:
+                wait = 1.0  # or until something is queued or a batch finishes
+            elif len(ready) < self.max_batch:
+                wait = ready[0].queued_at + self.report_batch_s - loop.time()
+            if wait is not None and wait > 0:
+                self.wake.clear()
+                self.idle = not ready
+                try:
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                except TimeoutError:
+                    pass
+                self.idle = False
+                continue
+            taken = {id(item) for item in ready}
+            self.outgoing = [item for item in self.outgoing if id(item) not in taken]
+            await self.slots.acquire()
+            self.spawn(self.post(ready))
+
+    async def post(self, batch: list[Outgoing]) -> None:
+        try:
+            await self._post(batch)
+        finally:
+            self.slots.release()
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_result(bool(item.record["ok"]))
+            self.wake.set()  # their successors may go now
+
+    async def _post(self, batch: list[Outgoing]) -> None:
+        assert self.client is not None
+        payload: Any = batch[0].payload if self.max_batch == 1 else [item.payload for item in batch]
         body = json.dumps(payload, separators=(",", ":")).encode()
         signature = hmac.new(
             self.webhook_secret.encode(), self.webhook_url.encode() + body, hashlib.sha256
         ).hexdigest()
-        record: dict[str, Any] = {"status": status, "attempts": 0, "httpStatus": None, "ok": False}
-        message.reports.append(record)
+        records = [item.record for item in batch]
+        what = f"{len(batch)} item(s), first {batch[0].payload.get('status') or batch[0].payload.get('type')} for {batch[0].payload['id']}"
         for attempt in range(REPORT_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # 0.5, 1, 2, 4 s
-            record["attempts"] = attempt + 1
+            self.stats["webhookRequests"] += 1
+            for record in records:
+                record["attempts"] = attempt + 1
             try:
-                response = await client.post(
+                response = await self.client.post(
                     self.webhook_url,
                     content=body,
                     headers={"Content-Type": "application/json", "X-Signature": signature},
                 )
             except httpx.HTTPError as exc:
-                record["httpStatus"] = None
-                record["error"] = repr(exc)
-                log.info("report %s for %s: %r (attempt %d)", status, message.id, exc, attempt + 1)
+                for record in records:
+                    record["httpStatus"], record["error"] = None, repr(exc)
+                log.info("webhook %s: %r (attempt %d)", what, exc, attempt + 1)
                 continue
-            record["httpStatus"] = response.status_code
+            for record in records:
+                record["httpStatus"] = response.status_code
             if response.is_success:
-                record["ok"] = True
+                for record in records:
+                    record["ok"] = True
+                    record.pop("error", None)
+                self.stats["webhookItems"] += len(batch)
                 return
-            log.info("report %s for %s: HTTP %d (attempt %d)", status, message.id, response.status_code, attempt + 1)
+            log.info("webhook %s: HTTP %d (attempt %d)", what, response.status_code, attempt + 1)
+        self.stats["webhookFailures"] += 1
         log.warning(
-            "delivery report %s for %s not taken after %d attempts (last HTTP %s)",
-            status, message.id, REPORT_ATTEMPTS, record["httpStatus"],
+            "webhook of %s not taken after %d attempts (last HTTP %s)",
+            what, REPORT_ATTEMPTS, records[0]["httpStatus"],
         )
 
 
@@ -243,7 +365,10 @@ def create_app(sim: Simulator) -> FastAPI:
     client = httpx.AsyncClient(timeout=5.0)
 
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        sim.start(client)
         yield
+        if sim.flusher is not None:
+            sim.flusher.cancel()
         for task in list(sim.tasks):
             task.cancel()
         await client.aclose()
@@ -309,7 +434,7 @@ def create_app(sim: Simulator) -> FastAPI:
         )
         sim.store(message)
         sim.stats["accepted"] += 1
-        sim.spawn(sim.lifecycle(message, rule, client))
+        sim.spawn(sim.lifecycle(message, rule))
         log.info("accepted %s to %s (%s)", message.id, to, action)
         return JSONResponse({"id": message.id, "status": "accepted"}, status_code=202)
 
@@ -330,6 +455,38 @@ def create_app(sim: Simulator) -> FastAPI:
         found = [m.public() for m in sim.messages if m.seq > since and (phone is None or m.to == phone)]
         last = sim.messages[-1].seq if sim.messages else since
         return {"messages": found, "next": max(since, last)}
+
+    @app.post("/_sim/inbound")
+    async def inbound(request: Request) -> JSONResponse:
+        """A handset texts `to` (one of the platform's numbers): post it as a provider would."""
+        body = await json_object(request)
+        sender, to, text, given_id = body.get("from"), body.get("to"), body.get("text"), body.get("id")
+        if not isinstance(sender, str) or not E164.match(normalise_phone(sender)):
+            return error(400, "INVALID_NUMBER", "`from` must be an E.164 number")
+        if not isinstance(to, str) or not E164.match(normalise_phone(to)):
+            return error(400, "INVALID_NUMBER", "`to` must be an E.164 number")
+        if not isinstance(text, str) or len(text) > MAX_INBOUND_TEXT:
+            return error(400, "INVALID_TEXT", f"`text` must be a string of at most {MAX_INBOUND_TEXT} characters")
+        if given_id is not None and (not isinstance(given_id, str) or not 0 < len(given_id) <= 128):
+            return error(400, "INVALID_ID", "`id` must hold 1 to 128 characters")
+        payload = {
+            "type": "inbound",
+            "id": given_id or f"sim_in_{secrets.token_hex(8)}",
+            "from": normalise_phone(sender),
+            "to": normalise_phone(to),
+            "text": text,
+            "receivedAt": now(),
+        }
+        record: dict[str, Any] = {"attempts": 0, "httpStatus": None, "ok": False}
+        sim.inbound.append({**payload, "webhook": record})
+        sim.stats["inbound"] += 1
+        sim.enqueue(payload, record)
+        log.info("inbound %s from %s to %s", payload["id"], payload["from"], payload["to"])
+        return JSONResponse({"id": payload["id"], "webhookUrl": sim.webhook_url or None}, status_code=202)
+
+    @app.get("/_sim/inbound")
+    async def inbound_log() -> list[dict[str, Any]]:
+        return list(sim.inbound)
 
     @app.get("/_sim/rules")
     async def rules() -> dict[str, Any]:
@@ -371,7 +528,7 @@ def create_app(sim: Simulator) -> FastAPI:
 
     @app.get("/_sim/stats")
     async def stats() -> dict[str, Any]:
-        return {**sim.stats, "outage": sim.outage, "pending": len(sim.tasks)}
+        return {**sim.stats, "outage": sim.outage, "pending": len(sim.tasks), "webhookQueue": len(sim.outgoing)}
 
     @app.post("/_sim/reset")
     async def reset() -> dict[str, bool]:
@@ -392,6 +549,10 @@ def main() -> None:
         "--report-delay", type=float, default=float(os.environ.get("SMS_SIM_REPORT_DELAY", "0.5")),
         help="seconds before each delivery report (sent, then delivered)",
     )
+    parser.add_argument(
+        "--report-batch-ms", type=float, default=float(os.environ.get("SMS_SIM_REPORT_BATCH_MS", "50")),
+        help="webhook items due within this window go out as one JSON list (up to 500); 0: one object each",
+    )
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the simulator accepts anyone's messages and shows every inbox: loopback only")
@@ -405,6 +566,7 @@ def main() -> None:
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
         report_delay_s=args.report_delay,
+        report_batch_s=args.report_batch_ms / 1000,
     )
     print(f"SMS simulator on http://{args.host}:{args.port} (webhook: {args.webhook_url or 'none'})", flush=True)
     started = time.monotonic()

@@ -73,6 +73,11 @@ class Received:
         return json.loads(self.body)
 
 
+def _item_ids(body: bytes) -> set[str]:
+    data = json.loads(body)
+    return {item.get("id") for item in (data if isinstance(data, list) else [data])}
+
+
 class Receiver:
     """Records every POST; answers `status` (settable, to play an endpoint that is not there)."""
 
@@ -104,8 +109,9 @@ class Receiver:
         return f"{self.base}/api/v1/webhooks/sms/{provider}"
 
     def for_message(self, provider_message_id: str) -> list[Received]:
+        """The requests carrying an item about this message (a batch counts once)."""
         with self._lock:
-            return [r for r in self.requests if json.loads(r.body).get("id") == provider_message_id]
+            return [r for r in self.requests if provider_message_id in _item_ids(r.body)]
 
     async def wait_for(self, provider_message_id: str, count: int, timeout: float = 10.0) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -132,7 +138,7 @@ def receiver():
 
 
 class Simulator:
-    def __init__(self, name: str, webhook_url: str, log_dir: Path) -> None:
+    def __init__(self, name: str, webhook_url: str, log_dir: Path, batch_ms: float = 0) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -143,7 +149,7 @@ class Simulator:
             [
                 sys.executable, str(SIMULATOR), "--port", str(self.port), "--api-key", API_KEY,
                 "--webhook-url", webhook_url, "--webhook-secret", WEBHOOK_SECRET,
-                "--report-delay", "0.05",
+                "--report-delay", "0.05", "--report-batch-ms", str(batch_ms),
             ],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -197,10 +203,12 @@ class Simulator:
 
 @pytest.fixture(scope="session")
 def simulators(receiver, tmp_path_factory):
-    """Two simulator processes ("sim-a", "sim-b"), each posting reports to the receiver under
-    its own provider path."""
+    """Simulator processes ("sim-a", "sim-b" posting one report per request, "sim-batch"
+    batching them), each posting to the receiver under its own provider path."""
     log_dir = tmp_path_factory.mktemp("sms-simulators")
     started = {name: Simulator(name, receiver.url(name), log_dir) for name in ("sim-a", "sim-b")}
+    # Posts due items together, as the local stack's simulator does (50 ms window).
+    started["sim-batch"] = Simulator("sim-batch", receiver.url("sim-batch"), log_dir, batch_ms=50)
     for sim in started.values():  # both were started at once: Python's start-up dominates
         sim.wait_ready()
     yield started
@@ -218,6 +226,12 @@ async def sim_a(simulators) -> Simulator:
 async def sim_b(simulators) -> Simulator:
     await simulators["sim-b"].reset()
     return simulators["sim-b"]
+
+
+@pytest.fixture
+async def sim_batch(simulators) -> Simulator:
+    await simulators["sim-batch"].reset()
+    return simulators["sim-batch"]
 
 
 @pytest.fixture
