@@ -1,12 +1,14 @@
-"""messaging worker process: the outbox relay (consumers arrive with the service's features)."""
+"""messaging worker process: the outbox relay and the consumer of stored provider webhooks."""
 
 from common.messaging.worker import run_worker
 
+from messaging.inbound.handlers import webhook_consumer
 from messaging.settings import MessagingSettings
 
 
 def main() -> None:
-    run_worker(MessagingSettings())
+    settings = MessagingSettings()
+    run_worker(settings, lambda sessions: [webhook_consumer(settings, sessions)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import uuid
 
 from common.contracts import EventEnvelope
 from common.contracts.messaging.v1 import WebhookReceivedV1
-from sqlalchemy.ext.asyncio import AsyncSession
+from common.messaging.consumer import EventConsumer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from messaging.inbound import service
 from messaging.settings import MessagingSettings
@@ -22,3 +23,9 @@ def make_handlers(settings: MessagingSettings):
         await service.process_webhook(session, providers, uuid.UUID(event.data.webhook_id))
 
     return {"messaging.webhook.received.v1": on_webhook_received}
+
+
+def webhook_consumer(settings: MessagingSettings, sessions: async_sessionmaker[AsyncSession]) -> EventConsumer:
+    """The worker's consumer of stored webhooks (its own group: a slow bulk of reports never
+    holds back billing's answers or OTP requests)."""
+    return EventConsumer(settings, sessions, GROUP, make_handlers(settings))
