@@ -1,0 +1,1 @@
+"""Message records: logs, lists and details of SMS (both directions)."""
