@@ -293,6 +293,8 @@ async def test_receive_sms_stores_a_message_once_per_uuid(gateway):
     assert data["message"] == "SMS received successfully"
     again = await gateway.post("/api/receive-sms", json=payload, headers=headers)
     assert again.json() == first.json()
+    other = await gateway.post("/api/receive-sms", json={**payload, "messageText": "Another"}, headers=headers)
+    assert (other.status_code, other.json()["code"]) == (422, "UUID_REUSED")
     rows = await fetch(
         "SELECT m.direction, m.status, m.from_number, m.to_number, m.body, extract(epoch FROM m.sent_at)::bigint AS sent,"
         " c.our_number, c.peer_number FROM messaging.messages m JOIN messaging.conversations c ON c.id = m.conversation_id"

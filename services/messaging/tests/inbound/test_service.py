@@ -276,6 +276,10 @@ async def test_the_api_is_idempotent_by_the_callers_uuid_per_tenant():
                 session, tenant, ReceiveSmsCreate(sender_phone="0987654321", receiver_phone="+12125552368", message_text="x")
             )
         assert caught.value.code == "INVALID_PHONE"
+        # The same uuid for another text (or naming one of the tenant's sent messages) is refused.
+        with pytest.raises(Unprocessable) as caught:
+            await service.receive_from_api(session, tenant, data.model_copy(update={"message_text": "other"}))
+        assert caught.value.code == "UUID_REUSED"
 
 
 # -- stored webhooks -------------------------------------------------------------------------------

@@ -29,6 +29,16 @@ class OutboundRef:
     provider_message_id: str | None
 
 
+@dataclass(frozen=True)
+class ExistingMessage:
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    direction: str
+    from_number: str
+    to_number: str
+    body: str
+
+
 class InboundRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -110,22 +120,23 @@ class InboundRepository:
         provider: str | None,
         provider_message_id: str | None,
         external_id: str | None,
-    ) -> tuple[uuid.UUID, uuid.UUID] | None:
-        """(message id, conversation id) of the message these keys already name, if any."""
+    ) -> ExistingMessage | None:
+        """The message these keys already name, if any."""
+        columns = "id, conversation_id, direction, from_number, to_number, body"
         if provider and provider_message_id:
             sql, params = (
-                "SELECT id, conversation_id FROM messages WHERE provider = :p AND provider_message_id = :k",
+                f"SELECT {columns} FROM messages WHERE provider = :p AND provider_message_id = :k",
                 {"p": provider, "k": provider_message_id},
             )
         elif external_id:
             sql, params = (
-                "SELECT id, conversation_id FROM messages WHERE tenant_id = :t AND external_id = :k",
+                f"SELECT {columns} FROM messages WHERE tenant_id = :t AND external_id = :k",
                 {"t": tenant_id, "k": external_id},
             )
         else:
             return None
         row = (await self.session.execute(text(sql), params)).one_or_none()
-        return (row.id, row.conversation_id) if row else None
+        return ExistingMessage(*row) if row else None
 
     async def contact_id(self, tenant_id: uuid.UUID, phone: str) -> uuid.UUID | None:
         return await self.session.scalar(

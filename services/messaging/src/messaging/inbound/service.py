@@ -64,6 +64,10 @@ class InvalidSignature(Unauthorized):
     code, message = "INVALID_SIGNATURE", "Missing or invalid webhook signature"
 
 
+class UuidReused(Unprocessable):
+    code, message = "UUID_REUSED", "This uuid names a different message"
+
+
 class PayloadTooLarge(AppError):
     status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The webhook body is too large"
 
@@ -259,7 +263,12 @@ async def receive(
     keys = {"provider": provider, "provider_message_id": provider_message_id, "external_id": external_id}
     existing = await repo.existing_inbound(tenant_id, **keys)
     if existing is not None:
-        return Received(existing[0], existing[1], created=False)
+        if external_id and (existing.direction, existing.from_number, existing.to_number, existing.body) != (
+            "inbound", from_number, to_number, text
+        ):
+            # As on the send side: the caller's id names one message, not whatever comes next.
+            raise UuidReused(details={"uuid": external_id})
+        return Received(existing.id, existing.conversation_id, created=False)
     body, encoding, parts, note = _fit(text, strict=strict)
     conversation_id = (await ensure_conversations(session, tenant_id, [(to_number, from_number)]))[
         (to_number, from_number)
@@ -282,7 +291,7 @@ async def receive(
         existing = await repo.existing_inbound(tenant_id, **keys)
         if existing is None:
             raise RuntimeError("an inbound message conflicted with a key that names no message")
-        return Received(existing[0], existing[1], created=False)
+        return Received(existing.id, existing.conversation_id, created=False)
     detail = f"received from {provider}" if provider else "received through the API"
     await st.record_created(session, [message_id], st.RECEIVED, f"{detail}{note}"[:500])
     await emit(
