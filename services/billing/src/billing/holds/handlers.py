@@ -12,7 +12,8 @@ from common.contracts.messaging.v1 import (
     SmsRequestedV1,
     SmsStatusV1,
 )
-from common.messaging import emit
+from common.messaging import emit, emit_many
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import service as ledger
@@ -45,14 +46,52 @@ async def _reserve(
     await emit(session, reply, subject=reference, tenant_id=tenant_id)
 
 
-def make_handlers(settings: BillingSettings):
-    async def on_sms_requested(session: AsyncSession, event: EventEnvelope[SmsRequestedV1]) -> None:
+async def on_sms_requested(
+    session: AsyncSession, settings: BillingSettings, events: list[EventEnvelope[SmsRequestedV1]]
+) -> None:
+    """A batch of send requests (a bulk send arrives as thousands): one price lookup per
+    (country, route), the holds placed together per tenant, the replies emitted together."""
+    prices: dict[tuple[str, str], int] = {}
+    requests: list[ledger.HoldRequest] = []
+    for event in events:
         sms = event.data
-        price = await sms_segment_price(session, settings, sms.country, sms.route)
-        await _reserve(
-            session, settings, kind="sms", reference=sms.message_id, tenant_id=sms.tenant_id,
-            amount=price * sms.segments,
+        key = (sms.country.upper(), sms.route)
+        if key not in prices:
+            prices[key] = await sms_segment_price(session, settings, *key)
+        requests.append(
+            ledger.HoldRequest(
+                tenant_id=sms.tenant_id, business_key=f"sms:{sms.message_id}", kind="sms",
+                reference=sms.message_id, amount=prices[key] * sms.segments,
+            )
         )
+    outcomes = await ledger.place_holds(session, requests, settings.default_currency)
+    replies: dict[str, list[tuple[BaseModel, str]]] = {}
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if outcome is None:
+            continue  # answered when it was placed
+        if outcome.status == "held":
+            reply: BaseModel = CreditsReservedV1(
+                reference=request.reference, reference_kind="sms", tenant_id=request.tenant_id,
+                hold_id=str(outcome.hold_id), amount_minor=request.amount, currency=outcome.currency,
+            )
+        else:
+            reply = CreditsRejectedV1(
+                reference=request.reference, reference_kind="sms", tenant_id=request.tenant_id,
+                reason=outcome.status, amount_minor=request.amount,
+            )
+        replies.setdefault(request.tenant_id, []).append((reply, request.reference))
+    for tenant_id, batch in replies.items():
+        await emit_many(session, batch, tenant_id=tenant_id)
+
+
+def make_batch_handlers(settings: BillingSettings):
+    async def sms_requested(session: AsyncSession, events: list[EventEnvelope[SmsRequestedV1]]) -> None:
+        await on_sms_requested(session, settings, events)
+
+    return {"messaging.sms.requested.v1": sms_requested}
+
+
+def make_handlers(settings: BillingSettings):
 
     async def on_sms_status(session: AsyncSession, event: EventEnvelope[SmsStatusV1]) -> None:
         status = event.data
@@ -74,7 +113,6 @@ def make_handlers(settings: BillingSettings):
             await ledger.release(session, f"order:{order.order_id}")
 
     return {
-        "messaging.sms.requested.v1": on_sms_requested,
         "messaging.sms.status.v1": on_sms_status,
         "messaging.order.created.v1": on_order_created,
         "messaging.order.updated.v1": on_order_updated,
