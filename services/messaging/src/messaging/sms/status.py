@@ -50,8 +50,8 @@ _APPLY = text(
         ) AS c(id, status, rank, provider, pmid, error)
     ),
     old AS (
-        SELECT m.id, m.status FROM messages m JOIN c ON c.id = m.id
-        WHERE m.direction = 'outbound' ORDER BY m.id FOR UPDATE OF m
+        SELECT m.id, m.status FROM messages m
+        WHERE m.id = ANY(CAST(:ids AS uuid[])) AND m.direction = 'outbound' ORDER BY m.id FOR UPDATE
     )
     UPDATE messages m SET
         status = CASE WHEN {_RANK_SQL} < c.rank THEN c.status ELSE m.status END,
@@ -66,7 +66,7 @@ _APPLY = text(
         lease_until = CASE WHEN {_RANK_SQL} < c.rank THEN NULL ELSE m.lease_until END,
         updated_at = now()
     FROM c JOIN old ON old.id = c.id
-    WHERE m.id = c.id
+    WHERE m.id = c.id AND m.id = ANY(CAST(:ids AS uuid[]))
     RETURNING m.id, m.tenant_id, old.status AS old_status, m.status, m.provider, m.error
     """
 )
