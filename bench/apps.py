@@ -1,6 +1,7 @@
 """The two apps of the auth benchmark, served by uvicorn (bench/auth_scenario.py starts them):
 
-  uvicorn apps:create_bare_app --factory --app-dir bench ...   GET /ping, no auth
+  uvicorn apps:create_bare_app --factory --app-dir bench ...   GET /ping, no auth (and POST /send,
+      the messaging scenario's baseline: a send request's JSON parsed, 202)
   uvicorn apps:create_auth_app --factory --app-dir bench ...   GET /ping, CurrentPrincipal
   uvicorn apps:create_header_app --factory --app-dir bench ... GET /ping, a dependency that only
       reads the bearer header (diagnostics: what auth would cost with a verified-token cache)
@@ -20,6 +21,7 @@ from common.auth import CurrentPrincipal, Principal, TokenVerifier
 from common.errors import Unauthorized, install_error_handlers
 from common.settings import BaseServiceSettings
 from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel
 
 JWKS_URL = os.environ.get("BENCH_JWKS_URL", "http://127.0.0.1:8101/.well-known/jwks.json")
 
@@ -32,7 +34,17 @@ def create_bare_app() -> FastAPI:
     async def ping() -> dict[str, bool]:
         return {"ok": True}
 
+    @app.post("/send", status_code=202)
+    async def send(body: SendBody) -> dict[str, object]:
+        """The messaging scenario's baseline: the send request's shape, parsed and answered."""
+        return {"success": True, "data": {"count": len(body.recipients)}}
+
     return app
+
+
+class SendBody(BaseModel):
+    message: str
+    recipients: list[str]
 
 
 def create_auth_app() -> FastAPI:

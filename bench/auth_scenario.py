@@ -181,12 +181,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 async def run_wrk(
-    cfg: argparse.Namespace, url: str, token: str, pid: int | None = None
+    cfg: argparse.Namespace, url: str, token: str, pid: int | None = None, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """One wrk run (bounded: -d, plus a hard timeout), with the server's CPU time around it."""
+    """One wrk run (bounded: -d, plus a hard timeout), with the server's CPU time around it.
+    `extra`: more wrk arguments (a Lua script for POST bodies: `-s file.lua`)."""
     argv = [
         "wrk", f"-t{cfg.wrk_threads}", f"-c{cfg.wrk_connections}", f"-d{cfg.wrk_seconds}s",
-        "--timeout", "5s", "--latency", "-H", f"Authorization: Bearer {token}", url,
+        "--timeout", "5s", "--latency", "-H", f"Authorization: Bearer {token}", *extra, url,
     ]
     cpu0 = cpu_seconds(pid)
     proc = await asyncio.create_subprocess_exec(

@@ -91,7 +91,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 QUIET_CORES = 0.4  # machine-wide CPU use (idle stack ~0.1-0.2) below which a start is "quiet"
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 50.0
-SCENARIOS = ("backbone", "auth", "billing")
+SCENARIOS = ("backbone", "auth", "billing", "messaging")
 
 log = logging.getLogger("bench")
 LOG_COUNTER: ClientLogCounter = ClientLogCounter()  # replaced in main()
@@ -1197,6 +1197,10 @@ def summarize(result: dict[str, Any]) -> str:
         from billing_scenario import summarize_billing
 
         lines += summarize_billing(result["scenarios"]["billing"])
+    if "messaging" in result["scenarios"]:
+        from messaging_scenario import summarize_messaging
+
+        lines += summarize_messaging(result["scenarios"]["messaging"])
     if result.get("errors"):
         lines.append(f"  errors: {result['errors']}")
     if result.get("disturbed"):
@@ -1437,6 +1441,17 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
         result["scenarios"]["auth"]["disturbance"] = watch.verdict()
     if "billing" in cfg.scenarios:
         await billing_scenario(cfg, result)
+    if "messaging" in cfg.scenarios:
+        from messaging_scenario import run_messaging
+
+        watch = Disturbance()
+        try:
+            result["scenarios"]["messaging"] = await run_messaging(cfg, Deadline(cfg.messaging_budget))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("messaging scenario failed")
+            result["errors"].append(f"messaging: {exc!r}")
+            result["scenarios"]["messaging"] = {"error": repr(exc)}
+        result["scenarios"]["messaging"]["disturbance"] = watch.verdict()
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     return result
 
@@ -1464,6 +1479,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only", choices=SCENARIOS, help="run this one scenario (overrides --scenarios)"
     )
+    g = p.add_argument_group("messaging")
+    g.add_argument("--messaging-budget", type=float, default=240.0, help="seconds for the messaging scenario")
+    g.add_argument("--messaging-bulk", type=int, default=10_000, help="recipients of the bulk send")
     g = p.add_argument_group("backbone")
     g.add_argument("--events", type=int, default=20_000, help="events per throughput run")
     g.add_argument(
@@ -1619,6 +1637,10 @@ def main(argv: list[str] | None = None) -> int:
         billing_goals = bl.get("goals") or {}
         bad = bad or not billing_goals.get("invariants_ok")
         goals_met = goals_met and bool(billing_goals.get("goal_met"))
+    ms = result["scenarios"].get("messaging")
+    if ms is not None:
+        goals = ms.get("goals") or {}
+        goals_met = goals_met and bool(goals.get("accept_goal_met")) and bool(goals.get("bulk_goal_met"))
     if bad:
         return 2
     if cfg.strict and not goals_met:
