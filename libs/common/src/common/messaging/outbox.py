@@ -41,6 +41,19 @@ def _row(envelope: EventEnvelope) -> dict:
     }
 
 
+def outbox_rows(
+    session: AsyncSession,
+    events: list[tuple[BaseModel, str]],
+    *,
+    tenant_id: str | None = None,
+) -> list[dict]:
+    """The outbox rows `emit_many` would insert for `events` (payload, subject), for a caller
+    that inserts them in its own statement (a data-modifying CTE next to the state change).
+    Each row: `id` (event_id), `type` (event_type), `topic`, `key`, `env` (the envelope JSON,
+    to be cast to jsonb). Insert them in the list's order, in the caller's transaction."""
+    return [_row(_envelope(session, payload, subject, tenant_id)) for payload, subject in events]
+
+
 async def emit(
     session: AsyncSession,
     payload: BaseModel,
