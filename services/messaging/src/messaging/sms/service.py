@@ -2,7 +2,7 @@
 
 A send stores one `messages` row per recipient (status `queued`, billing `pending`), its first
 history row, opens or finds each conversation, and emits `messaging.sms.requested.v1` per
-message, all in the request's transaction. Billing answers reserved or rejected; the worker
+message, all in the request's transaction and in one statement (sms.repository). Billing answers reserved or rejected; the worker
 dispatches. The API never calls a provider.
 
 Refusals are 422s raised before anything is written (the request rolls back on any error, so
@@ -23,13 +23,10 @@ from common.auth import Principal
 from common.contracts.messaging.v1 import SmsRequestedV1
 from common.errors import Unprocessable
 from common.ids import uuid7
-from common.messaging import emit_many
+from common.messaging.outbox import outbox_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messaging.conversations.repository import ensure_conversations
 from messaging.settings import MessagingSettings
-from messaging.sms import status
-from messaging.sms.optout import opted_out
 from messaging.sms.repository import NewMessages, SendRepository
 from messaging.sms.schemas import QueuedMessage, SendResult, Skipped
 from messaging.sms.segments import InvalidSmsText, SegmentInfo, analyse
@@ -166,69 +163,77 @@ async def send(
         if existing is not None:
             return _replay(existing, custom_sender or settings.sms_default_sender, text, phones)
 
-    resolved = await repo.resolve(tenant_id, contact_ids, list(set(phones.values())), custom_sender)
-    unknown = [str(c) for c in dict.fromkeys(contact_ids) if c not in resolved.contacts]
-    if unknown:
-        raise UnknownContacts(details=_listed(unknown))
-    if custom_sender is not None and not resolved.sender_owned:
-        raise SenderNotOwned(details={"sender": custom_sender})
+    named: dict[uuid.UUID, str] = {}
+    if contact_ids:
+        named = await repo.contacts(tenant_id, contact_ids)
+        unknown = [str(c) for c in dict.fromkeys(contact_ids) if c not in named]
+        if unknown:
+            raise UnknownContacts(details=_listed(unknown))
     from_number = custom_sender or settings.sms_default_sender
-    contact_of_phone = {phone: cid for cid, phone in resolved.contacts.items()}
 
     # In the order given; the first mention of a number wins, later ones are skipped.
     targets: dict[str, uuid.UUID | None] = {}
-    skipped: list[Skipped] = []
+    duplicates: list[str] = []
     for raw in recipients:
         if _UUID.match(raw):
             cid: uuid.UUID | None = uuid.UUID(raw)
-            phone = resolved.contacts[cid]  # type: ignore[index]
+            phone = named[cid]  # type: ignore[index]
         else:
             phone = phones[raw]
-            cid = contact_of_phone.get(phone)
+            cid = None  # the contact holding the number, if any: found by the statement
         if phone in targets:
-            skipped.append(Skipped(to=phone, reason=DUPLICATE, contact_id=cid))
+            duplicates.append(phone)
         else:
             targets[phone] = cid
-    blocked = await opted_out(session, tenant_id, targets)
-    if blocked:
-        skipped = [Skipped(to=p, reason=OPTED_OUT, contact_id=targets.pop(p)) for p in list(targets) if p in blocked] + skipped
 
     batch_id = uuid7()
+    dests = list(targets)
+    ids = [uuid7() for _ in dests]
+    tenant = str(tenant_id)
+    # Built for every destination (opted-out ones included: the statement decides, and inserts
+    # only the rows of the messages it stores).
+    events = outbox_rows(
+        session,
+        [
+            (
+                SmsRequestedV1(
+                    message_id=str(mid), tenant_id=tenant, to=dest,
+                    country=regions.get(dest) or _country(dest), segments=info.segments, route=ROUTE,
+                ),
+                str(mid),
+            )
+            for mid, dest in zip(ids, dests, strict=True)
+        ],
+        tenant_id=tenant,
+    )
+    outcome = await repo.send(
+        NewMessages(
+            tenant_id=tenant_id, batch_id=batch_id, sender=from_number, custom_sender=custom_sender, body=text,
+            encoding=info.encoding, segments=info.segments, route=ROUTE, ids=ids,
+            conversations=[uuid7() for _ in dests], dests=dests, contacts=[targets[d] for d in dests],
+            events=events, external_id=external_id,
+        )
+    )
+    if not outcome.sender_owned:
+        raise SenderNotOwned(details={"sender": custom_sender})
+    contact_of = dict(zip(dests, outcome.contacts, strict=True))
     queued: list[QueuedMessage] = []
-    if targets:
-        dests = list(targets)
-        conversations = await ensure_conversations(session, tenant_id, [(from_number, d) for d in dests])
-        ids = [uuid7() for _ in dests]
-        new = NewMessages(
-            tenant_id=tenant_id, batch_id=batch_id, sender=from_number, body=text, encoding=info.encoding,
-            segments=info.segments, route=ROUTE, ids=ids,
-            conversations=[conversations[(from_number, d)] for d in dests], dests=dests,
-            contacts=[targets[d] for d in dests], external_id=external_id,
-        )
-        inserted = await repo.insert(new)
-        if len(inserted) != len(ids):
-            # Only a caller's id can clash: a concurrent request with the same uuid committed first.
-            existing = await repo.by_external_id(tenant_id, external_id or "")
-            if existing is None:
-                raise RuntimeError("messages insert skipped rows without a caller's id clash")
-            return _replay(existing, from_number, text, phones)
-        await status.record_created(session, ids, status.QUEUED)
-        tenant = str(tenant_id)
-        await emit_many(
-            session,
-            [
-                (
-                    SmsRequestedV1(
-                        message_id=str(mid), tenant_id=tenant, to=dest,
-                        country=regions.get(dest) or _country(dest), segments=info.segments, route=ROUTE,
-                    ),
-                    str(mid),
-                )
-                for mid, dest in zip(ids, dests, strict=True)
-            ],
-            tenant_id=tenant,
-        )
-        queued = [QueuedMessage(id=mid, to=d, contact_id=targets[d]) for mid, d in zip(ids, dests, strict=True)]
+    skipped: list[Skipped] = []
+    clashed = False
+    for mid, dest, out, inserted in zip(ids, dests, outcome.opted_out, outcome.inserted, strict=True):
+        if out:
+            skipped.append(Skipped(to=dest, reason=OPTED_OUT, contact_id=contact_of[dest]))
+        elif inserted:
+            queued.append(QueuedMessage(id=mid, to=dest, contact_id=contact_of[dest]))
+        else:
+            clashed = True
+    if clashed:
+        # Only a caller's id can clash: a concurrent request with the same uuid committed first.
+        existing = await repo.by_external_id(tenant_id, external_id or "")
+        if existing is None:
+            raise RuntimeError("messages insert skipped rows without a caller's id clash")
+        return _replay(existing, from_number, text, phones)
+    skipped.extend(Skipped(to=phone, reason=DUPLICATE, contact_id=contact_of[phone]) for phone in duplicates)
     return Sent(
         SendResult(
             batch_id=batch_id, sender=from_number, encoding=info.encoding, segments=info.segments,
