@@ -109,3 +109,69 @@ async def test_capture_and_release_are_idempotent_and_partial_capture_releases_t
     async with sessions() as s, s.begin():
         assert await ledger.release(s, f"o:{tenant}") is False  # already settled
     assert await balance(sessions, tenant) == (55, 0)
+
+
+async def test_batches_of_holds_placed_concurrently_never_exceed_the_balance(sessions):
+    """The worker's path: holds arrive in batches (one per partition), several at once."""
+    tenant = await funded_tenant(sessions, 100 * 7)
+
+    async def batch(b: int) -> list[str]:
+        requests = [
+            ledger.HoldRequest(tenant_id=tenant, business_key=f"sms:{tenant}:{b}:{i}", kind="sms",
+                               reference=f"{b}:{i}", amount=7)
+            for i in range(10)
+        ]
+        async with sessions() as s, s.begin():
+            return [o.status for o in await ledger.place_holds(s, requests, "USD")]
+
+    statuses = [s for outcome in await asyncio.gather(*(batch(b) for b in range(20))) for s in outcome]
+    assert statuses.count("held") == 100 and statuses.count("insufficient_credits") == 100
+    assert await balance(sessions, tenant) == (700, 700)
+    # A repeated business key (a redelivered request) places nothing and answers nothing.
+    again = [ledger.HoldRequest(tenant_id=tenant, business_key=f"sms:{tenant}:0:0", kind="sms", reference="0:0", amount=7)]
+    async with sessions() as s, s.begin():
+        assert await ledger.place_holds(s, again, "USD") == [None]
+    async with sessions() as s:
+        checks = await LedgerRepository(s).invariants()
+    assert checks == {**checks, "ledger_sum": 0, "negative_available": 0, "cache_mismatches": 0, "held_mismatches": 0}
+
+
+async def test_a_batch_holds_what_fits_in_order_and_settles_many_at_once(sessions):
+    tenant = await funded_tenant(sessions, 20)
+    amounts = [8, 8, 8, 4]  # the third does not fit after two; the fourth still does
+    requests = [
+        ledger.HoldRequest(tenant_id=tenant, business_key=f"sms:{tenant}:{i}", kind="sms", reference=str(i), amount=a)
+        for i, a in enumerate(amounts)
+    ]
+    async with sessions() as s, s.begin():
+        outcomes = await ledger.place_holds(s, requests, "USD")
+    assert [o.status for o in outcomes] == ["held", "held", "insufficient_credits", "held"]
+    assert await balance(sessions, tenant) == (20, 20)
+    keys = [r.business_key for r in requests]
+    for _ in range(2):  # a redelivered batch settles nothing twice
+        async with sessions() as s, s.begin():
+            await ledger.settle_many(s, [keys[0], keys[1]], "capture")
+    async with sessions() as s, s.begin():
+        assert await ledger.settle_many(s, [keys[1], keys[3]], "release") == 1  # keys[1] was captured
+    assert await balance(sessions, tenant) == (4, 0)
+    async with sessions() as s:
+        repo = LedgerRepository(s)
+        checks = await repo.invariants()
+    assert checks["ledger_sum"] == 0 and checks["cache_mismatches"] == 0 and checks["held_mismatches"] == 0
+    conn = await billing_conn()
+    try:
+        posted = await conn.fetch(
+            "SELECT t.business_key, sum(e.amount_minor) AS total, count(*) AS n FROM billing.ledger_transactions t "
+            "JOIN billing.ledger_entries e ON e.transaction_id = t.id WHERE t.business_key = ANY($1::text[]) "
+            "GROUP BY t.business_key", [f"capture:{k}" for k in keys],
+        )
+        linked = await conn.fetchval(
+            "SELECT count(*) FROM billing.holds WHERE business_key = ANY($1::text[]) AND transaction_id IS NOT NULL",
+            keys,
+        )
+    finally:
+        await conn.close()
+    assert sorted((r["business_key"], r["total"], r["n"]) for r in posted) == [
+        (f"capture:{keys[0]}", 0, 2), (f"capture:{keys[1]}", 0, 2)
+    ]
+    assert linked == 2

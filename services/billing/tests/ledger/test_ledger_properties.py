@@ -93,6 +93,43 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.run(go()) == (key in self.held)
         self.held.pop(key, None)
 
+    @rule(amounts_=st.lists(amounts, min_size=1, max_size=6))
+    def hold_batch(self, amounts_: list[int]) -> None:
+        """The worker's path: a batch of SMS holds placed together, each if what is left fits it."""
+        keys = [self.key("sms") for _ in amounts_]
+
+        async def go() -> list[str]:
+            requests = [
+                ledger.HoldRequest(tenant_id=self.tenant, business_key=k, kind="sms", reference=k, amount=a)
+                for k, a in zip(keys, amounts_, strict=True)
+            ]
+            async with self.sessions() as s, s.begin():
+                return [o.status for o in await ledger.place_holds(s, requests, "USD")]
+        statuses = self.run(go())
+        available = self.balance - sum(self.held.values())
+        for key, amount, status in zip(keys, amounts_, statuses, strict=True):
+            assert (status == "held") == (amount <= available)
+            if status == "held":
+                available -= amount
+                self.held[key] = amount
+
+    @rule(data=st.data(), outcome=st.sampled_from(["capture", "release"]))
+    def settle_batch(self, data: st.DataObject, outcome: str) -> None:
+        """The worker's path for SMS outcomes: many holds settled at once, some already settled."""
+        if not self.held:
+            return
+        keys = data.draw(st.lists(st.sampled_from(sorted(self.held)), min_size=1, max_size=6, unique=True))
+        keys += [self.key("gone")]  # a key with no hold: skipped
+
+        async def go() -> int:
+            async with self.sessions() as s, s.begin():
+                return await ledger.settle_many(s, keys, outcome)  # type: ignore[arg-type]
+        assert self.run(go()) == len(keys) - 1
+        for key in keys[:-1]:
+            amount = self.held.pop(key)
+            if outcome == "capture":
+                self.balance -= amount
+
     @rule(amount=amounts)
     def refund(self, amount: int) -> None:
         """A refund takes credit back; the database refuses it when it would overdraw."""

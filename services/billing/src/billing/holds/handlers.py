@@ -84,21 +84,34 @@ async def on_sms_requested(
         await emit_many(session, batch, tenant_id=tenant_id)
 
 
+async def on_sms_status(session: AsyncSession, events: list[EventEnvelope[SmsStatusV1]]) -> None:
+    """A batch of status changes: captures on sent/delivered, releases on failed/rejected, each
+    run of one kind settled together (in the order they came, so a capture before a release of
+    the same message wins, as one by one)."""
+    run: list[str] = []
+    action: str | None = None
+    for event in events:
+        status = event.data.status
+        wanted = "capture" if status in CAPTURE_SMS else "release" if status in RELEASE_SMS else None
+        if wanted is None:
+            continue
+        if wanted != action and run:
+            await ledger.settle_many(session, run, action)  # type: ignore[arg-type]
+            run = []
+        action = wanted
+        run.append(f"sms:{event.data.message_id}")
+    if run:
+        await ledger.settle_many(session, run, action)  # type: ignore[arg-type]
+
+
 def make_batch_handlers(settings: BillingSettings):
     async def sms_requested(session: AsyncSession, events: list[EventEnvelope[SmsRequestedV1]]) -> None:
         await on_sms_requested(session, settings, events)
 
-    return {"messaging.sms.requested.v1": sms_requested}
+    return {"messaging.sms.requested.v1": sms_requested, "messaging.sms.status.v1": on_sms_status}
 
 
 def make_handlers(settings: BillingSettings):
-
-    async def on_sms_status(session: AsyncSession, event: EventEnvelope[SmsStatusV1]) -> None:
-        status = event.data
-        if status.status in CAPTURE_SMS:
-            await ledger.capture(session, f"sms:{status.message_id}", f"SMS {status.message_id}")
-        elif status.status in RELEASE_SMS:
-            await ledger.release(session, f"sms:{status.message_id}")
 
     async def on_order_created(session: AsyncSession, event: EventEnvelope[OrderCreatedV1]) -> None:
         order = event.data
@@ -113,7 +126,6 @@ def make_handlers(settings: BillingSettings):
             await ledger.release(session, f"order:{order.order_id}")
 
     return {
-        "messaging.sms.status.v1": on_sms_status,
         "messaging.order.created.v1": on_order_created,
         "messaging.order.updated.v1": on_order_updated,
     }

@@ -230,6 +230,94 @@ async def capture(session: AsyncSession, business_key: str, description: str, am
     return True
 
 
+_SETTLE_MANY = text(
+    "UPDATE holds h SET status = :status, settled_at = now() FROM accounts a "
+    "WHERE h.business_key = ANY(CAST(:keys AS text[])) AND h.status = 'held' AND a.id = h.account_id "
+    "RETURNING h.id, h.account_id, a.tenant_id, h.business_key, h.kind, h.reference, h.amount_minor"
+)
+_LOWER_HELD = text("UPDATE accounts SET held_minor = held_minor - :amount WHERE id = :id")
+_INSERT_TRANSACTIONS = text(
+    "INSERT INTO ledger_transactions (id, business_key, kind, tenant_id, description, reference) "
+    "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:kinds AS text[]), "
+    "CAST(:tenants AS text[]), CAST(:descriptions AS text[]), CAST(:refs AS text[])) "
+    "ON CONFLICT (business_key) DO NOTHING RETURNING id"
+)
+_INSERT_ENTRIES = text(
+    "INSERT INTO ledger_entries (transaction_id, account_id, amount_minor) "
+    "SELECT * FROM unnest(CAST(:txs AS uuid[]), CAST(:accounts AS uuid[]), CAST(:amounts AS bigint[]))"
+)
+_LINK_HOLDS = text(
+    "UPDATE holds h SET transaction_id = u.tx FROM unnest(CAST(:holds AS uuid[]), CAST(:txs AS uuid[])) "
+    "AS u(hold, tx) WHERE h.id = u.hold"
+)
+
+
+async def settle_many(session: AsyncSession, business_keys: list[str], outcome: Literal["capture", "release"]) -> int:
+    """Capture (whole) or release many holds at once, as `capture`/`release` do one by one: the
+    holds still held among `business_keys` are settled, each account's held amount lowered
+    once, each capture posted as its own balanced movement (`capture:<key>`) and linked to its
+    hold, one balance event per account. Holds not held any more are skipped (idempotent).
+    Returns how many were settled."""
+    if not business_keys:
+        return 0
+    rows = (
+        await session.execute(
+            _SETTLE_MANY, {"keys": business_keys, "status": "captured" if outcome == "capture" else "released"}
+        )
+    ).all()
+    if not rows:
+        return 0
+    per_account: dict[uuid.UUID, int] = {}
+    for row in rows:
+        per_account[row.account_id] = per_account.get(row.account_id, 0) + row.amount_minor
+    for account_id in sorted(per_account):
+        await session.execute(_LOWER_HELD, {"amount": per_account[account_id], "id": account_id})
+    if outcome == "capture":
+        repo = LedgerRepository(session)
+        revenue: dict[str, uuid.UUID] = {}
+        for kind in {row.kind for row in rows}:
+            revenue[kind] = await repo.system_account_id(REVENUE.get(kind, "adjustments"))
+        takes = [row for row in rows if row.amount_minor > 0]
+        tx_ids = [uuid.uuid4() for _ in takes]
+        inserted = set(
+            (
+                await session.execute(
+                    _INSERT_TRANSACTIONS,
+                    {
+                        "ids": tx_ids,
+                        "keys": [f"capture:{row.business_key}" for row in takes],
+                        "kinds": [row.kind for row in takes],
+                        "tenants": [row.tenant_id for row in takes],
+                        "descriptions": [_capture_description(row.kind, row.reference) for row in takes],
+                        "refs": [row.reference for row in takes],
+                    },
+                )
+            ).scalars()
+        )
+        posted = [(row, tx) for row, tx in zip(takes, tx_ids, strict=True) if tx in inserted]
+        if posted:
+            await session.execute(
+                _INSERT_ENTRIES,
+                {
+                    "txs": [tx for _, tx in posted for _ in (0, 1)],
+                    "accounts": [a for row, _ in posted for a in (row.account_id, revenue[row.kind])],
+                    "amounts": [m for row, _ in posted for m in (-row.amount_minor, row.amount_minor)],
+                },
+            )
+            await session.execute(
+                _LINK_HOLDS, {"holds": [row.id for row, _ in posted], "txs": [tx for _, tx in posted]}
+            )
+    kinds = "+".join(sorted({row.kind for row in rows}))
+    for account_id in sorted(per_account):
+        await balance_changed(session, account_id, f"{outcome}:{kinds}")
+    return len(rows)
+
+
+def _capture_description(kind: str, reference: str | None) -> str:
+    label = {"sms": "SMS", "order": "Number order"}.get(kind, kind)
+    return f"{label} {reference}"[:300]
+
+
 async def still_held(session: AsyncSession, business_key: str) -> bool:
     """Whether the hold is held, row-locked until commit: nothing can capture or release it
     meanwhile. Locks only the hold (not the account), for callers that must take other row
