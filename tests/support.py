@@ -71,14 +71,15 @@ AUTH_DIRECT = "http://127.0.0.1:8101"
 
 
 def random_phone() -> str:
-    """A valid, unused-looking US number (+1 NXX 555 01XX is reserved for fiction)."""
+    """A valid, random US number. Its last four digits are never 0000-0099: the SMS simulator
+    acts on numbers ending 0001-0005 (reject, outage, delay, undeliverable, throttle)."""
     import random
 
     import phonenumbers
 
     while True:
         area = random.choice([201, 202, 212, 213, 303, 312, 404, 415, 512, 617, 702, 713, 805])
-        candidate = f"+1{area}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
+        candidate = f"+1{area}{random.randint(200, 999)}{random.randint(100, 9999):04d}"
         if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
             return candidate
 
