@@ -808,7 +808,7 @@ async def run_backbone(
             "side_effect_rows": effects,
             "side_effect_distinct": distinct,
             "side_effects_ok": effects == n and distinct == n
-            if cfg.handler == "insert"
+            if cfg.handler in ("insert", "batch")
             else None,
             "latency": percentiles(collector.latencies(phase)),
             "stages": await stage_breakdown(engine, collector, phase),
@@ -1527,9 +1527,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument(
         "--handler",
-        choices=["insert", "noop"],
-        default="insert",
-        help="diagnostics: 'noop' handler (no side-effect row; no stage breakdown, no check)",
+        choices=["insert", "batch", "noop"],
+        default="batch",
+        help="'insert': one side-effect row per handler call (default); 'batch': the same rows "
+        "from a batch handler, one statement per run of events; diagnostics: 'noop' handler (no "
+        "side-effect row; no stage breakdown, no check)",
     )
     g.add_argument(
         "--profile-child",

@@ -73,6 +73,22 @@ async def side_effect(session, envelope) -> None:  # noqa: ANN001
     )
 
 
+_EFFECTS = text(
+    f"INSERT INTO {SCHEMA}.side_effects (seq, event_id, sent_at) "
+    "SELECT * FROM unnest(CAST(:s AS int[]), CAST(:i AS text[]), CAST(:t AS float8[]))"
+)
+
+
+async def side_effects(session, envelopes) -> None:  # noqa: ANN001
+    """The same side effect as a batch handler (`--handler batch`): one statement per run of
+    events, as hot paths in the services do (billing's holds, messaging's billing replies)."""
+    await session.execute(
+        _EFFECTS,
+        {"s": [e.data.seq for e in envelopes], "i": [e.id for e in envelopes],
+         "t": [e.data.sent_at for e in envelopes]},
+    )
+
+
 # -- figures and pacing (used by every scenario) -------------------------------------------
 
 

@@ -27,7 +27,7 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
-from shared import BenchItem, install_log_counter, make_settings, report, side_effect
+from shared import BenchItem, install_log_counter, make_settings, report, side_effect, side_effects
 
 
 def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -155,10 +155,16 @@ async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: f
             rows.append((e.data.seq, e.data.sent_at, produced, decoded))
         report("H", now, rows)
 
-    handler = side_effect if cfg.handler == "insert" else noop_handler
-    consumer = TimedConsumer(
-        settings, sessions, cfg.group, {cfg.event_type: handler}, on_committed=on_committed
-    )
+    if cfg.handler == "batch":
+        consumer = TimedConsumer(
+            settings, sessions, cfg.group, {}, batch_handlers={cfg.event_type: side_effects},
+            on_committed=on_committed,
+        )
+    else:
+        handler = side_effect if cfg.handler == "insert" else noop_handler
+        consumer = TimedConsumer(
+            settings, sessions, cfg.group, {cfg.event_type: handler}, on_committed=on_committed
+        )
     tasks = []
     if "relay" in cfg.run:
         relay = TimedRelay(settings, sessions)
@@ -212,9 +218,10 @@ def main() -> int:
     )
     p.add_argument(
         "--handler",
-        choices=["insert", "noop"],
-        default="insert",
-        help="backbone: insert the side-effect row (default) or do nothing (diagnostics)",
+        choices=["insert", "batch", "noop"],
+        default="batch",
+        help="backbone: insert the side-effect row per event (default), per run of events "
+        "(a batch handler), or do nothing (diagnostics)",
     )
     p.add_argument("--outbox-batch-size", type=int, default=500)
     p.add_argument("--outbox-poll-interval", type=float, default=1.0)
