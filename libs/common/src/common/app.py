@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.auth import CurrentPrincipal, TokenVerifier
 from common.context import request_id_var
@@ -32,6 +33,7 @@ from common.settings import BaseServiceSettings
 access_log = logging.getLogger("switchboard.access")
 _QUIET_PATHS = {"/health", "/ready", "/metrics"}
 Hook = Callable[[FastAPI], Awaitable[Any]]
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _RID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -39,6 +41,89 @@ def _request_id(header: str | None) -> str:
     if header and len(header) <= 128 and set(header) <= _RID_OK:
         return header
     return uuid.uuid4().hex
+
+
+def _url_path(scope: Scope) -> str:
+    """What `Request(scope).url.path` is, without building the URL."""
+    return scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
+def _trace_headers(headers: Any) -> dict[str, str]:
+    """The headers trace context propagation reads (first value of each, as Request.headers)."""
+    out: dict[str, str] = {}
+    for key, value in headers:
+        if key in _TRACE_HEADERS:
+            name = key.decode("latin-1")
+            if name not in out:
+                out[name] = value.decode("latin-1")
+    return out
+
+
+class ObserveMiddleware:
+    """Per HTTP request: the request id (the caller's `X-Request-ID` if sane, else a new one) in
+    the context and on the response, a server span (continuing the caller's trace), the access
+    log line, the HTTP metrics, and a 500 in the error envelope for an unhandled error.
+
+    Plain ASGI (not BaseHTTPMiddleware): no extra task, no response re-streaming per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                header = value.decode("latin-1")
+                break
+        rid = _request_id(header)
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        method = scope["method"]
+        path = _url_path(scope)
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                headers.append(rid_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            with server_span(f"{method} {path}", _trace_headers(scope["headers"])):
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                except Exception:  # noqa: BLE001 - rendered here, while the request id is known
+                    access_log.exception("unhandled error")
+                    if started:
+                        raise
+                    status = 500
+                    response = JSONResponse(error_body("Internal server error", "INTERNAL_ERROR"), status_code=500)
+                    await response(scope, receive, send_wrapper)
+                if path not in _QUIET_PATHS:
+                    access_log.info(
+                        "request",
+                        extra={
+                            "method": method,
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - start) * 1000, 2),
+                        },
+                    )
+        finally:
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(method, route_path, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method, route_path).observe(time.perf_counter() - start)
+            request_id_var.reset(token)
 
 
 def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
@@ -96,40 +181,7 @@ def create_service_app(
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):  # noqa: ANN001
-        rid = _request_id(request.headers.get("x-request-id"))
-        token = request_id_var.set(rid)
-        start = time.perf_counter()
-        status = 500
-        try:
-            with server_span(f"{request.method} {request.url.path}", dict(request.headers)):
-                try:
-                    response = await call_next(request)
-                except Exception:  # noqa: BLE001 - rendered here, while the request id is known
-                    access_log.exception("unhandled error")
-                    response = JSONResponse(
-                        error_body("Internal server error", "INTERNAL_ERROR"), status_code=500
-                    )
-                status = response.status_code
-                if request.url.path not in _QUIET_PATHS:
-                    access_log.info(
-                        "request",
-                        extra={
-                            "method": request.method,
-                            "path": request.url.path,
-                            "status": status,
-                            "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        },
-                    )
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(request.method, path, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-            request_id_var.reset(token)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(ObserveMiddleware)
 
     @app.get("/health", tags=["ops"], include_in_schema=False)
     async def health() -> dict[str, Any]:
