@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.util import await_only
 
 from common.settings import BaseServiceSettings
 
 
+def _ping_asyncpg(dbapi_connection: Any) -> bool:
+    """The pool's pre-ping in one round trip.
+
+    SQLAlchemy's asyncpg ping wraps its `;` in BEGIN ... ROLLBACK (for pgbouncer in transaction
+    mode, which we do not use): three round trips before every request's first statement. A
+    failure is translated exactly as the dialect's own ping does, so a dead connection (after
+    a PostgreSQL restart) still reads as a disconnect: the pool drops every connection older
+    than it and reconnects, and the request goes on with a fresh connection."""
+    try:
+        await_only(dbapi_connection.driver_connection.fetchrow(";"))
+    except Exception as error:  # noqa: BLE001 - translated (and raised) as the dialect does
+        dbapi_connection._handle_exception(error)
+    return True
+
+
 def create_engine(settings: BaseServiceSettings, **kwargs) -> AsyncEngine:
     """An async engine whose connections resolve unqualified names in the service's schema."""
-    return _create_async_engine(
+    engine = _create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -23,6 +41,9 @@ def create_engine(settings: BaseServiceSettings, **kwargs) -> AsyncEngine:
         },
         **kwargs,
     )
+    if engine.dialect.driver == "asyncpg":
+        engine.dialect.do_ping = _ping_asyncpg  # type: ignore[method-assign]
+    return engine
 
 
 def create_session_factory(

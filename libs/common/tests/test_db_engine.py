@@ -1,0 +1,45 @@
+"""The pool's pre-ping: one round trip, and a connection killed while pooled (a PostgreSQL
+restart) costs no failed request: the next checkout reconnects."""
+
+from __future__ import annotations
+
+from common.db import create_engine
+from sqlalchemy import text
+
+from tests.support import superuser_conn
+
+
+async def test_a_pooled_connection_killed_behind_the_pools_back_is_replaced_on_checkout(bb_settings):
+    engine = create_engine(bb_settings)
+    try:
+        async with engine.connect() as conn:
+            first = await conn.scalar(text("SELECT pg_backend_pid()"))
+        admin = await superuser_conn()
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+            await admin.execute("SELECT pg_sleep(0.2)")
+        finally:
+            await admin.close()
+        async with engine.begin() as conn:  # no error: the ping saw the dead connection
+            second = await conn.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_the_ping_is_a_single_statement_outside_a_transaction(bb_settings):
+    engine = create_engine(bb_settings)
+    sent: list[str] = []
+    try:
+        async with engine.connect() as conn:
+            await conn.scalar(text("SELECT 1"))
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            raw.add_query_logger(lambda record: sent.append(record.query))
+        # The third checkout pings, then the connection's own transaction begins.
+        async with engine.connect() as conn:
+            await conn.scalar(text("SELECT 2"))
+        # (SQLAlchemy's own ping sends BEGIN; ; ROLLBACK;)
+        assert sent[:2] == [";", "BEGIN;"], sent
+    finally:
+        await engine.dispose()
