@@ -13,15 +13,26 @@ real provider: `sent`, then `delivered` (or `failed`).
 Provider API:
     POST /v1/messages   X-API-Key; {"to", "text", "sender", "clientRef"} -> 202 {"id", "status"}
                         (the same clientRef again answers the first message: idempotent)
+    POST /v1/messages/batch  X-API-Key; {"messages": [{"to", "text", "sender", "clientRef"}, ...]}
+                        (1 to 500) -> 200 {"results": [...]}, one per message in order:
+                        {"clientRef", "id", "status"} (accepted, or "duplicate": true) or
+                        {"clientRef", "error", "message"} (refused for good: INVALID_NUMBER, ...)
+                        or {"clientRef", "error": "UNAVAILABLE" | "THROTTLED", "message",
+                        "retryable": true, "retryAfter"?} (this message not now). The whole
+                        request answers 401 (key), 400 (not a list of 1 to 500 objects), or 503
+                        during a global outage (POST /_sim/outage).
     GET  /v1/messages/{id}
 
-Behaviour by destination number (the longest matching suffix wins):
+Behaviour by destination number (the longest matching suffix wins; in a batch, for that item):
     ...0001  reject: 400 INVALID_NUMBER (permanent)
-    ...0002  outage: 503 (retryable)
+    ...0002  outage: 503 (retryable; in a batch the item's error UNAVAILABLE, retryable)
     ...0003  delay: accepted, delivered (and reported) after 5 s
     ...0004  undeliverable: accepted, then a `failed` report
-    ...0005  throttle: 429 with Retry-After
+    ...0005  throttle: 429 with Retry-After (in a batch: THROTTLED, retryable, retryAfter 1)
     anything else: delivered after --report-delay
+
+A message's lifecycle (sent, then delivered or failed) runs on loop timers (`call_later`), not
+a task per message, so a batch of 500 costs one request's parsing and 500 timer entries.
 
 Inspection and control (what a person running `make dev`, or a test, uses):
     GET  /_sim/inbox/{phone}         delivered messages: [{id, text, from, at, clientRef}]
@@ -87,6 +98,7 @@ MAX_MESSAGES = 10_000  # kept in memory, oldest dropped first
 MAX_INBOX = 200  # per phone
 REPORT_ATTEMPTS = 5
 MAX_BATCH = 500  # webhook items per request when batching
+MAX_SEND_BATCH = 500  # messages per POST /v1/messages/batch
 MAX_IN_FLIGHT = 4  # webhook requests at once
 MAX_INBOUND_TEXT = 10_000  # the wire format's limit (the service keeps 1,600 characters)
 
@@ -149,6 +161,8 @@ class Simulator:
         self.report_batch_s = max(0.0, report_batch_s)
         self.max_batch = MAX_BATCH if self.report_batch_s > 0 else 1
         self.tasks: set[asyncio.Task[None]] = set()
+        self.generation = 0  # bumped by reset: lifecycle timers of an older generation do nothing
+        self.lifecycles = 0  # messages whose lifecycle is still running
         self.seq = itertools.count(1)  # never reset: a `since` cursor stays valid across resets
         self.outgoing: list[Outgoing] = []
         self.wake = asyncio.Event()
@@ -167,6 +181,8 @@ class Simulator:
         for task in self.tasks:
             task.cancel()
         self.tasks = set()
+        self.generation += 1
+        self.lifecycles = 0
         for item in self.outgoing:
             if not item.done.done():
                 item.done.set_result(False)
@@ -180,8 +196,9 @@ class Simulator:
         self.by_client_ref: dict[str, Message] = {}
         self.inboxes: dict[str, deque[dict[str, Any]]] = {}
         self.stats = {
-            "requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "unavailable": 0,
-            "inbound": 0, "webhookRequests": 0, "webhookItems": 0, "webhookFailures": 0,
+            "requests": 0, "batchRequests": 0, "batchItems": 0, "accepted": 0, "duplicates": 0,
+            "rejected": 0, "unavailable": 0, "inbound": 0, "webhookRequests": 0, "webhookItems": 0,
+            "webhookFailures": 0,
         }
 
     def rule_for(self, phone: str) -> dict[str, Any]:
@@ -213,17 +230,75 @@ class Simulator:
             }
         )
 
-    async def lifecycle(self, message: Message, rule: dict[str, Any]) -> None:
-        """accepted -> sent -> delivered | failed, on the simulated clock. The reports are queued
-        in order for the webhook poster, so a slow or absent webhook delays the reports but never
-        the delivery into the inbox."""
-        await asyncio.sleep(self.report_delay_s)
+    def submit(self, item: Any) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+        """One message of either send endpoint: (HTTP status, body, headers) as the single
+        endpoint answers it. Accepting stores it and starts its lifecycle."""
+        if not isinstance(item, dict):
+            return 400, _error("INVALID_REQUEST", "The message is not an object"), None
+        to, text = item.get("to"), item.get("text")
+        sender, client_ref = item.get("sender"), item.get("clientRef")
+        if not isinstance(to, str) or not E164.match(to):
+            self.stats["rejected"] += 1
+            return 400, _error("INVALID_NUMBER", "`to` must be an E.164 number"), None
+        if not isinstance(text, str) or not 0 < len(text) <= 1600:
+            self.stats["rejected"] += 1
+            return 400, _error("INVALID_TEXT", "`text` must hold 1 to 1600 characters"), None
+        if sender is not None and (not isinstance(sender, str) or len(sender) > 16):
+            return 400, _error("INVALID_SENDER", "`sender` must be at most 16 characters"), None
+        if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 128):
+            return 400, _error("INVALID_CLIENT_REF", "`clientRef` must be at most 128 characters"), None
+        if self.outage:
+            self.stats["unavailable"] += 1
+            return 503, _error("OUTAGE", "Simulated outage (POST /_sim/outage)"), None
+        rule = self.rule_for(to)
+        action = rule["action"]
+        if action == "outage":
+            self.stats["unavailable"] += 1
+            return 503, _error("OUTAGE", f"Simulated outage for {to}"), None
+        if action == "throttle":
+            self.stats["unavailable"] += 1
+            return 429, _error("THROTTLED", "Simulated rate limit"), {"Retry-After": "1"}
+        if action == "reject":
+            self.stats["rejected"] += 1
+            return 400, _error("INVALID_NUMBER", f"Simulated permanent rejection of {to}"), None
+        if client_ref and client_ref in self.by_client_ref:
+            self.stats["duplicates"] += 1
+            earlier = self.by_client_ref[client_ref]
+            return 200, {"id": earlier.id, "status": earlier.status, "duplicate": True}, None
+        message = Message(
+            seq=next(self.seq),
+            id=f"sim_{secrets.token_hex(8)}",
+            to=to,
+            text=text,
+            sender=sender,
+            client_ref=client_ref,
+            created_at=now(),
+        )
+        self.store(message)
+        self.stats["accepted"] += 1
+        self.start_lifecycle(message, rule)
+        return 202, {"id": message.id, "status": "accepted"}, None
+
+    def start_lifecycle(self, message: Message, rule: dict[str, Any]) -> None:
+        """accepted -> sent -> delivered | failed, on the simulated clock (loop timers: no task
+        per message). The reports are queued in order for the webhook poster, so a slow or
+        absent webhook delays the reports but never the delivery into the inbox."""
+        self.lifecycles += 1
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.report_delay_s, self._sent, message, rule, self.generation)
+
+    def _sent(self, message: Message, rule: dict[str, Any], generation: int) -> None:
+        if generation != self.generation:
+            return
         message.status = "sent"
         self.report(message, "sent")
-        if rule["action"] == "delay":
-            await asyncio.sleep(float(rule.get("delaySeconds", 5.0)))
-        else:
-            await asyncio.sleep(self.report_delay_s)
+        delay = float(rule.get("delaySeconds", 5.0)) if rule["action"] == "delay" else self.report_delay_s
+        asyncio.get_running_loop().call_later(delay, self._final, message, rule, generation)
+
+    def _final(self, message: Message, rule: dict[str, Any], generation: int) -> None:
+        if generation != self.generation:
+            return
+        self.lifecycles -= 1
         if rule["action"] == "undeliverable":
             message.status, message.error = "failed", "UNDELIVERABLE"
             self.report(message, "failed", "UNDELIVERABLE")
@@ -352,6 +427,25 @@ class Simulator:
         )
 
 
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"error": code, "message": message}
+
+
+def batch_item(client_ref: Any, status: int, body: dict[str, Any], headers: dict[str, str] | None) -> dict[str, Any]:
+    """A single-endpoint answer as an item of a batch answer: 429/503 become retryable errors."""
+    item: dict[str, Any] = {"clientRef": client_ref if isinstance(client_ref, str) else None}
+    if status < 400:
+        item.update(body)
+        return item
+    item.update(body)
+    if status == 503:
+        item["error"], item["retryable"] = "UNAVAILABLE", True
+    elif status == 429:
+        item["retryable"] = True
+        item["retryAfter"] = float((headers or {}).get("Retry-After", "1"))
+    return item
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -382,10 +476,13 @@ def create_app(sim: Simulator) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    def authorised(request: Request) -> bool:
+        return hmac.compare_digest(request.headers.get("x-api-key", "").encode(), sim.api_key.encode())
+
     @app.post("/v1/messages")
     async def send(request: Request) -> JSONResponse:
         sim.stats["requests"] += 1
-        if not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), sim.api_key.encode()):
+        if not authorised(request):
             return error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
         try:
             body = await request.json()
@@ -393,50 +490,37 @@ def create_app(sim: Simulator) -> FastAPI:
             return error(400, "INVALID_REQUEST", "The body is not JSON")
         if not isinstance(body, dict):
             return error(400, "INVALID_REQUEST", "The body is not an object")
-        to, text = body.get("to"), body.get("text")
-        sender, client_ref = body.get("sender"), body.get("clientRef")
-        if not isinstance(to, str) or not E164.match(to):
-            sim.stats["rejected"] += 1
-            return error(400, "INVALID_NUMBER", "`to` must be an E.164 number")
-        if not isinstance(text, str) or not 0 < len(text) <= 1600:
-            sim.stats["rejected"] += 1
-            return error(400, "INVALID_TEXT", "`text` must hold 1 to 1600 characters")
-        if sender is not None and (not isinstance(sender, str) or len(sender) > 16):
-            return error(400, "INVALID_SENDER", "`sender` must be at most 16 characters")
-        if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > 128):
-            return error(400, "INVALID_CLIENT_REF", "`clientRef` must be at most 128 characters")
+        status, answer, headers = sim.submit(body)
+        if status == 202:
+            log.info("accepted %s to %s", answer["id"], body["to"])
+        return JSONResponse(answer, status_code=status, headers=headers)
+
+    @app.post("/v1/messages/batch")
+    async def send_batch(request: Request) -> JSONResponse:
+        sim.stats["requests"] += 1
+        sim.stats["batchRequests"] += 1
+        if not authorised(request):
+            return error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "INVALID_REQUEST", "The body is not JSON")
+        items = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_SEND_BATCH:
+            return error(400, "INVALID_REQUEST", f"`messages` must be a list of 1 to {MAX_SEND_BATCH} messages")
         if sim.outage:
-            sim.stats["unavailable"] += 1
+            sim.stats["unavailable"] += len(items)
             return error(503, "OUTAGE", "Simulated outage (POST /_sim/outage)")
-        rule = sim.rule_for(to)
-        action = rule["action"]
-        if action == "outage":
-            sim.stats["unavailable"] += 1
-            return error(503, "OUTAGE", f"Simulated outage for {to}")
-        if action == "throttle":
-            sim.stats["unavailable"] += 1
-            return error(429, "THROTTLED", "Simulated rate limit", {"Retry-After": "1"})
-        if action == "reject":
-            sim.stats["rejected"] += 1
-            return error(400, "INVALID_NUMBER", f"Simulated permanent rejection of {to}")
-        if client_ref and client_ref in sim.by_client_ref:
-            sim.stats["duplicates"] += 1
-            earlier = sim.by_client_ref[client_ref]
-            return JSONResponse({"id": earlier.id, "status": earlier.status, "duplicate": True}, status_code=200)
-        message = Message(
-            seq=next(sim.seq),
-            id=f"sim_{secrets.token_hex(8)}",
-            to=to,
-            text=text,
-            sender=sender,
-            client_ref=client_ref,
-            created_at=now(),
-        )
-        sim.store(message)
-        sim.stats["accepted"] += 1
-        sim.spawn(sim.lifecycle(message, rule))
-        log.info("accepted %s to %s (%s)", message.id, to, action)
-        return JSONResponse({"id": message.id, "status": "accepted"}, status_code=202)
+        sim.stats["batchItems"] += len(items)
+        results = []
+        accepted = 0
+        for item in items:
+            status, answer, headers = sim.submit(item)
+            accepted += status == 202
+            results.append(batch_item(item.get("clientRef") if isinstance(item, dict) else None,
+                                      status, answer, headers))
+        log.info("batch of %d: %d accepted", len(items), accepted)
+        return JSONResponse({"results": results}, status_code=200)
 
     @app.get("/v1/messages/{message_id}")
     async def get_message(message_id: str) -> JSONResponse:
@@ -528,7 +612,7 @@ def create_app(sim: Simulator) -> FastAPI:
 
     @app.get("/_sim/stats")
     async def stats() -> dict[str, Any]:
-        return {**sim.stats, "outage": sim.outage, "pending": len(sim.tasks), "webhookQueue": len(sim.outgoing)}
+        return {**sim.stats, "outage": sim.outage, "pending": sim.lifecycles, "webhookQueue": len(sim.outgoing)}
 
     @app.post("/_sim/reset")
     async def reset() -> dict[str, bool]:

@@ -50,7 +50,8 @@ class MessagingSettings(BaseServiceSettings):
     # Dispatcher (worker): claims due messages in batches, a lease per claim; a crashed worker's
     # claims expire and are sent again with the same client reference (providers drop repeats).
     sms_dispatch_batch: int = 200
-    sms_dispatch_concurrency: int = 64  # provider calls in flight, bulk lane
+    sms_dispatch_send_batch: int = 100  # messages per provider call (one batch request), bulk lane
+    sms_dispatch_concurrency: int = 64  # provider calls (batches) in flight, bulk lane
     sms_dispatch_lease_s: float = 30.0
     sms_dispatch_poll_s: float = 0.25  # fallback when no wake-up arrives
     sms_provider_rate_per_s: float = 1000.0  # per provider and worker process (token bucket)

@@ -210,6 +210,32 @@ async def test_messages_are_sent_once_with_their_id_as_client_reference(sessions
     assert await history(sessions, ids[0]) == [("sent", "accepted by simulator")]
 
 
+async def test_claimed_messages_go_to_the_provider_in_batches_with_outcomes_per_message(sessions, route, simulator):
+    phones = numbers(57)
+    phones[10] = phones[10][:-4] + "0001"  # refused for good
+    phones[40] = phones[40][:-4] + "0002"  # not now (this message only)
+    ids = await add(sessions, route, phones)
+    before = (await sim(simulator, "GET", "/_sim/stats")).json()
+    lane = Lane(SETTINGS, sessions, router(simulator), route=route, concurrency=4, batch=30, send_batch=10)
+
+    async def settled():
+        state = await rows(sessions, ids)
+        return all(r["status"] in ("sent", "failed") for r in state.values()) and state
+
+    state = await run_lane(lane, settled)
+    after = (await sim(simulator, "GET", "/_sim/stats")).json()
+    calls = after["batchRequests"] - before["batchRequests"]
+    assert after["requests"] - before["requests"] == calls  # no single sends
+    assert 6 <= calls <= 16  # 57 messages (and two retries) in calls of at most 10
+    assert {r["status"] for i, r in state.items() if i not in (ids[10], ids[40])} == {"sent"}
+    assert (state[ids[10]]["status"], state[ids[10]]["attempts"]) == ("failed", 1)
+    assert "permanent rejection" in state[ids[10]]["error"]
+    # Retried on its own (backoff) until it gave up; its batch neighbours were not held back.
+    assert (state[ids[40]]["attempts"], state[ids[40]]["error"]) == (3, "no provider available")
+    retry = [d for s, d in await history(sessions, ids[40]) if s == "queued"]
+    assert retry[0].startswith("attempt 1: router: no provider took the message for US: simulator (unavailable)")
+
+
 async def test_no_provider_now_backs_off_and_the_message_goes_when_the_provider_is_back(sessions, route, simulator):
     [phone] = numbers(1)
     await sim(simulator, "POST", "/_sim/rules", json={"suffix": phone, "action": "outage"})

@@ -7,12 +7,15 @@ import asyncio
 import json
 import uuid
 
+import httpx
 import pytest
 from messaging.providers import (
     DeliveryStatus,
     InvalidDeliveryReport,
+    OutboundSms,
     ProviderRejected,
     ProviderUnavailable,
+    SendResult,
     webhook_signature,
 )
 from messaging.providers.http_gateway import HttpGatewayProvider
@@ -218,3 +221,148 @@ def test_a_batch_of_reports_parses_and_provider_words_map_to_ours():
     assert reports[1].error == "TTL" and reports[2].error == '{"code": 30003}'
     # No secret configured: nothing verifies.
     assert not p.verify_webhook("http://x", {"X-Signature": webhook_signature("", "http://x", body)}, body)
+
+
+# -- many messages in one request (POST /v1/messages/batch) ------------------------------------------
+
+
+def out(to: str, text: str = "hello", ref: str | None = None, sender: str | None = None) -> OutboundSms:
+    return OutboundSms(to, text, ref or str(uuid.uuid4()), sender)
+
+
+async def test_a_batch_answers_each_message_in_order_accepted_refused_or_not_now(provider, sim_a, new_phone):
+    ok1, ok2 = new_phone(), new_phone()
+    repeated = str(uuid.uuid4())
+    batch = [
+        out(ok1, "first", sender="ACME"),
+        out("+14155550001"),  # reject rule: refused for good
+        out("+14155550002"),  # outage rule: this item not now
+        out(ok2, "second", ref=repeated),
+        out("12345"),  # not E.164: refused for good
+        out("+14155550005"),  # throttle rule: not now, with a retry-after
+        out(ok2, "second", ref=repeated),  # the same clientRef again in the same request
+        out(new_phone(), ""),  # empty text: refused
+    ]
+    results = await provider.send_many(batch)
+    assert len(results) == len(batch)
+    first, refused, down, second, bad_number, throttled, repeat, no_text = results
+
+    assert isinstance(first, SendResult) and first.accepted and first.provider_message_id.startswith("sim_")
+    assert isinstance(second, SendResult) and second.accepted
+    assert isinstance(repeat, SendResult) and repeat.provider_message_id == second.provider_message_id
+    assert isinstance(refused, ProviderRejected) and refused.code == "INVALID_NUMBER"
+    assert "permanent rejection" in str(refused)
+    assert isinstance(bad_number, ProviderRejected) and bad_number.code == "INVALID_NUMBER"
+    assert isinstance(no_text, ProviderRejected) and no_text.code == "INVALID_TEXT"
+    assert isinstance(down, ProviderUnavailable) and not isinstance(down, ProviderRejected)
+    assert (down.code, down.maybe_sent, down.retry_after_s) == ("UNAVAILABLE", False, None)
+    assert isinstance(throttled, ProviderUnavailable) and (throttled.code, throttled.retry_after_s) == ("THROTTLED", 1.0)
+
+    [received] = await sim_a.wait_inbox(ok1)
+    assert (received["text"], received["from"], received["clientRef"]) == ("first", "ACME", batch[0].client_ref)
+    await sim_a.wait_inbox(ok2)
+    await asyncio.sleep(0.3)
+    assert len(await sim_a.inbox(ok2)) == 1  # sent once
+    stats = await sim_a.stats()
+    assert (stats["requests"], stats["batchRequests"], stats["batchItems"]) == (1, 1, 8)
+    assert (stats["accepted"], stats["duplicates"]) == (2, 1)
+
+
+async def test_a_batch_sent_again_after_a_timeout_sends_nothing_twice(provider, sim_a, receiver, new_phone):
+    batch = [out(new_phone()) for _ in range(20)]
+    first = await provider.send_many(batch)
+    again = await provider.send_many(batch)  # the retry of a batch whose answer was lost
+    assert [r.provider_message_id for r in again] == [r.provider_message_id for r in first]
+    stats = await sim_a.stats()
+    assert (stats["accepted"], stats["duplicates"]) == (20, 20)
+    # Each accepted message gets its signed reports, like a single send.
+    sent, delivered = await receiver.wait_for(first[7].provider_message_id, 2)
+    assert provider.verify_webhook(receiver.url("sim-a"), delivered.headers, delivered.body)
+    [report] = provider.parse_delivery_report(delivered.body)
+    assert (report.status, report.client_ref) == (DeliveryStatus.DELIVERED, batch[7].client_ref)
+
+
+async def test_a_whole_batch_that_fails_raises_unavailable(provider, sim_a, nowhere, new_phone):
+    await sim_a.outage(True)
+    with pytest.raises(ProviderUnavailable) as caught:
+        await provider.send_many([out(new_phone()), out(new_phone())])
+    assert (caught.value.code, caught.value.maybe_sent) == ("OUTAGE", False)
+    await sim_a.outage(False)
+    assert (await sim_a.stats())["accepted"] == 0
+
+    bad = sim_a.provider(api_key="wrong")
+    with pytest.raises(ProviderUnavailable) as caught:
+        await bad.send_many([out(new_phone())])
+    assert caught.value.code == "UNAUTHORIZED"
+    await bad.aclose()
+
+    away = HttpGatewayProvider("simulator", base_url=nowhere, api_key="k")
+    with pytest.raises(ProviderUnavailable) as caught:
+        await away.send_many([out(new_phone())])
+    assert (caught.value.code, caught.value.maybe_sent) == ("UNREACHABLE", False)
+    await away.aclose()
+
+
+async def test_a_batch_is_limited_to_max_batch(sim_a, new_phone):
+    assert sim_a.provider().max_batch == 500
+    p = HttpGatewayProvider("simulator", base_url=sim_a.url, api_key="sim_test_key", max_batch=5)
+    with pytest.raises(ValueError):
+        await p.send_many([out(new_phone()) for _ in range(6)])
+    assert await p.send_many([]) == []
+    assert all(isinstance(r, SendResult) and r.accepted for r in await p.send_many([out(new_phone()) for _ in range(5)]))
+    await p.aclose()
+    with pytest.raises(ValueError):
+        HttpGatewayProvider("x", base_url="http://127.0.0.1:1", api_key="k", max_batch=501)
+    # The simulator refuses a request over 500 (or an empty one) whole, taking nothing.
+    item = {"to": new_phone(), "text": "x", "clientRef": None}
+    async with httpx.AsyncClient(base_url=sim_a.url, headers={"X-API-Key": "sim_test_key"}) as client:
+        for messages in ([item] * 501, [], "nope"):
+            r = await client.post("/v1/messages/batch", json={"messages": messages})
+            assert (r.status_code, r.json()["error"]) == (400, "INVALID_REQUEST")
+    assert (await sim_a.stats())["accepted"] == 5
+
+
+def _answering(status: int, body: object, headers: dict | None = None) -> HttpGatewayProvider:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/messages/batch"
+        return httpx.Response(status, json=body, headers=headers)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return HttpGatewayProvider("gw", base_url="http://gw.test", api_key="k", client=client)
+
+
+async def test_batch_answers_of_another_gateway_map_to_outcomes():
+    p = _answering(200, {"results": [
+        {"id": "m1", "status": "queued"},  # no clientRef echoed: fine
+        {"clientRef": "r2", "id": "m2", "status": "failed"},  # answered, will not deliver
+        {"clientRef": "r3", "error": "CARRIER_BUSY", "message": "try later", "retryable": True, "retryAfter": 30},
+        {"clientRef": "r4", "error": "OPTED_OUT", "message": "recipient opted out"},
+        {"clientRef": "r5"},  # neither id nor error
+    ]})
+    results = await p.send_many([out("+14155550100", ref=f"r{i}") for i in range(1, 6)])
+    queued, not_accepted, busy, opted_out, unknown = results
+    assert (queued.provider_message_id, queued.accepted, queued.status) == ("m1", True, "queued")
+    assert (not_accepted.provider_message_id, not_accepted.accepted) == ("m2", False)
+    assert isinstance(busy, ProviderUnavailable) and (busy.code, busy.retry_after_s) == ("CARRIER_BUSY", 30.0)
+    assert isinstance(opted_out, ProviderRejected) and opted_out.code == "OPTED_OUT"
+    assert isinstance(unknown, ProviderUnavailable) and unknown.maybe_sent
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "maybe_sent", "retry_after"),
+    [
+        (200, {"results": [{"id": "m1"}]}, "BAD_ANSWER", True, None),  # one result for two messages
+        (200, {"results": [{"id": "m1", "clientRef": "r2"}, {"id": "m2", "clientRef": "r1"}]}, "BAD_ANSWER", True, None),
+        (200, {"nothing": []}, "BAD_ANSWER", True, None),
+        (429, {"error": "THROTTLED"}, "THROTTLED", False, 2.0),
+        (503, {}, "HTTP_503", False, None),
+        (400, {"error": "TOO_MANY", "message": "at most 100"}, "TOO_MANY", False, None),  # our bug, not theirs
+    ],
+)
+async def test_a_batch_answer_that_says_nothing_per_message_fails_the_whole_call(
+    status, body, code, maybe_sent, retry_after
+):
+    p = _answering(status, body, {"Retry-After": "2"} if status == 429 else None)
+    with pytest.raises(ProviderUnavailable) as caught:
+        await p.send_many([out("+14155550100", ref="r1"), out("+14155550101", ref="r2")])
+    assert (caught.value.code, caught.value.maybe_sent, caught.value.retry_after_s) == (code, maybe_sent, retry_after)

@@ -10,6 +10,7 @@ from messaging.providers import (
     BreakerState,
     CircuitBreaker,
     NoProviderAvailable,
+    OutboundSms,
     ProviderRejected,
     Router,
 )
@@ -183,3 +184,121 @@ def test_a_success_resets_the_count_of_consecutive_failures(clock):
     assert breaker.state is BreakerState.CLOSED
     breaker.record_failure()
     assert breaker.state is BreakerState.OPEN
+
+
+# -- batches ---------------------------------------------------------------------------------------
+
+
+def batch(*phones: str) -> list[OutboundSms]:
+    return [OutboundSms(p, f"hi {i}", ref()) for i, p in enumerate(phones)]
+
+
+async def test_a_batch_fails_over_only_the_messages_the_provider_could_not_take(router, sim_a, sim_b, new_phone):
+    ok1, down, ok2 = new_phone(), new_phone(), new_phone()
+    await sim_a.rule(down, "outage")  # sim-a answers UNAVAILABLE for this item only
+    messages = batch(ok1, down, "+14155550001", ok2)
+    first, failed_over, refused, second = await router.send_many(messages)
+
+    assert (first.provider, first.attempts, second.provider, second.attempts) == ("a", (), "a", ())
+    assert failed_over.provider == "b"
+    [attempt] = failed_over.attempts
+    assert (attempt.provider, attempt.outcome) == ("a", "unavailable") and "UNAVAILABLE" in attempt.error
+    assert isinstance(refused, ProviderRejected) and refused.provider == "a"  # no failover
+    await sim_b.wait_inbox(down)
+    for phone in (ok1, ok2):
+        await sim_a.wait_inbox(phone)
+    a, b = await sim_a.stats(), await sim_b.stats()
+    assert (a["batchRequests"], a["batchItems"]) == (1, 4)
+    assert (b["batchRequests"], b["batchItems"]) == (1, 1)  # only the one message went on
+    # sim-a answered for its messages: one call, one success for its breaker.
+    assert router.breakers["a"].consecutive_failures == 0
+
+
+async def test_a_batch_the_provider_refuses_whole_goes_to_the_next_one_in_one_call(router, sim_a, sim_b, new_phone):
+    await sim_a.outage(True)
+    phones = [new_phone() for _ in range(30)]
+    outcomes = await router.send_many(batch(*phones))
+    assert {o.provider for o in outcomes} == {"b"}
+    assert all([(a.provider, a.outcome) for a in o.attempts] == [("a", "unavailable")] for o in outcomes)
+    assert (await sim_b.stats())["batchRequests"] == 1
+    assert router.breakers["a"].consecutive_failures == 1  # one call, one failure
+
+
+async def test_the_breaker_counts_batch_calls_and_an_open_one_is_skipped(router, sim_a, sim_b, clock, new_phone):
+    await sim_a.outage(True)
+    for _ in range(THRESHOLD):
+        await router.send_many(batch(new_phone(), new_phone()))
+    assert router.breakers["a"].state is BreakerState.OPEN
+    assert (await sim_a.stats())["batchRequests"] == THRESHOLD
+    outcomes = await router.send_many(batch(new_phone(), new_phone()))
+    assert [[(a.provider, a.outcome) for a in o.attempts] for o in outcomes] == [[("a", "skipped")]] * 2
+    assert (await sim_a.stats())["batchRequests"] == THRESHOLD  # not called
+
+    # A batch whose every message comes back unavailable one by one counts as a failure too.
+    await sim_a.outage(False)
+    clock.advance(OPEN_FOR)
+    down = new_phone()
+    await sim_a.rule(down, "outage")
+    [o] = await router.send_many(batch(down))
+    assert o.provider == "b" and router.breakers["a"].state is BreakerState.OPEN
+    clock.advance(OPEN_FOR)
+    [o] = await router.send_many(batch(new_phone()))
+    assert (o.provider, o.attempts) == ("a", ()) and router.breakers["a"].state is BreakerState.CLOSED
+
+
+async def test_in_half_open_one_call_of_a_big_batch_is_the_trial(sim_a, sim_b, clock, new_phone):
+    r = Router({"a": sim_a.provider("a"), "b": sim_b.provider("b")}, {"*": ["a", "b"]},
+               failure_threshold=1, open_for_s=OPEN_FOR, clock=clock)
+    r.providers["a"].max_batch = 3
+    await sim_a.outage(True)
+    await r.send_many(batch(new_phone()))
+    assert r.breakers["a"].state is BreakerState.OPEN
+    await sim_a.outage(False)
+    clock.advance(OPEN_FOR)
+    outcomes = await r.send_many(batch(*(new_phone() for _ in range(9))))  # 3 calls' worth
+    by = [o.provider for o in outcomes]
+    assert by.count("a") == 3 and by.count("b") == 6  # the trial took 3, the others skipped a
+    assert (await sim_a.stats())["batchRequests"] == 2  # the failed one, then the trial
+    assert r.breakers["a"].state is BreakerState.CLOSED
+    await r.aclose()
+
+
+async def test_a_batch_is_split_by_route_and_by_the_providers_max_batch_and_keeps_its_order(
+    router, sim_a, sim_b, new_phone
+):
+    router.providers["a"].max_batch = 4
+    phones = [new_phone() if i % 3 else f"+49151{i:08d}" for i in range(12)]  # every third one DE
+    messages = batch(*phones)
+    outcomes = await router.send_many(messages)
+    assert [o.provider for o in outcomes] == ["b" if p.startswith("+49") else "a" for p in phones]
+    assert (await sim_a.stats())["batchRequests"] == 2  # 8 US messages in calls of 4
+    assert (await sim_b.stats())["batchRequests"] == 1  # the 4 DE ones
+    ids = {m["clientRef"]: m["id"] for m in (await sim_a.messages())["messages"] + (await sim_b.messages())["messages"]}
+    assert [ids[m.client_ref] for m in messages] == [o.result.provider_message_id for o in outcomes]
+
+
+async def test_when_every_provider_fails_each_message_of_a_batch_waits_for_a_retry(router, sim_a, sim_b, new_phone):
+    await sim_a.outage(True)
+    await sim_b.outage(True)
+    outcomes = await router.send_many(batch(new_phone(), new_phone()))
+    for o in outcomes:
+        assert isinstance(o, NoProviderAvailable) and o.maybe_sent is False
+        assert [(a.provider, a.outcome) for a in o.attempts] == [("a", "unavailable"), ("b", "unavailable")]
+
+
+async def test_a_batch_fails_over_per_message_to_sns_which_sends_one_by_one(sim_a, moto, new_phone):
+    """SNS has no batch call: the default send_many publishes each message."""
+    from messaging.providers.sns import SnsProvider
+
+    sns = SnsProvider(
+        endpoint_url=moto.url, region="us-east-1", access_key_id="testing", secret_access_key="testing"
+    )
+    r = Router({"simulator": sim_a.provider(), "sns": sns}, {"*": ["simulator", "sns"]})
+    ok, down1, down2 = new_phone(), new_phone(), new_phone()
+    for phone in (down1, down2):
+        await sim_a.rule(phone, "outage")
+    outcomes = await r.send_many(batch(ok, down1, down2))
+    assert [o.provider for o in outcomes] == ["simulator", "sns", "sns"]
+    published = {m["message_id"]: m["phone_number"] for m in await moto.published_sms()}
+    assert [published[o.result.provider_message_id] for o in outcomes[1:]] == [down1, down2]
+    await r.aclose()

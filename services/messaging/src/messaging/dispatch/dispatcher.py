@@ -5,8 +5,10 @@ OTP consumer, or by a retry). One `Lane` per route (`standard`, `otp`), each wit
 claim loop and its own cap on provider calls in flight, so an OTP never waits behind a bulk send.
 
     claim (one transaction: lease + attempts+1, committed)
-      -> send through the Router, up to `concurrency` at a time, per-provider token bucket
-      -> record (one transaction per chunk of finished sends):
+      -> send through the Router in provider batches of up to `send_batch` messages (one
+         request each for the HTTP gateway), up to `concurrency` batches at a time, failover
+         per message, per-provider token bucket charged per message
+      -> record (one transaction per chunk of finished sends, two chunks at a time):
            accepted           -> sent   (status.apply, then status.resolve_pending)
            not accepted       -> failed (the provider answered but will not deliver)
            ProviderRejected   -> failed (permanent: bad number, ...)
@@ -15,9 +17,9 @@ claim loop and its own cap on provider calls in flight, so an OTP never waits be
 
 A worker that dies between the claim and the record leaves leases that run out after
 `sms_dispatch_lease_s`; the messages are then claimed and sent again with the same client
-reference (the message id), which the provider uses to drop the repeat. Claiming stops once
-`batch + concurrency` messages are in flight, so a claimed message is sent long before its
-lease ends.
+reference (the message id), which the provider uses to drop the repeat (a batch request too:
+the gateway deduplicates per item). Claiming stops once two claims' worth of messages (`2 x
+batch`) are in flight, so a claimed message is sent long before its lease ends.
 
 Wake-ups: the billing-reply and OTP consumers set the lane's event after their transaction
 commits; otherwise the lane polls, every `sms_dispatch_poll_s` while work is around and less
@@ -40,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from messaging.dispatch import repository as repo
 from messaging.dispatch.otp import redact as redact_otp
 from messaging.dispatch.ratelimit import rate_limit
-from messaging.providers.base import ProviderRejected, ProviderUnavailable
+from messaging.providers.base import OutboundSms, ProviderRejected, ProviderUnavailable
 from messaging.providers.registry import build_router
 from messaging.providers.routing import Dispatched, Router
 from messaging.settings import MessagingSettings
@@ -49,6 +51,8 @@ from messaging.sms import status as st
 log = logging.getLogger("messaging.dispatch")
 
 STANDARD, OTP = "standard", "otp"
+OTP_SEND_BATCH = 10  # messages per provider call in the OTP lane: small, so codes go at once
+RECORDERS = 2  # record transactions at once per lane
 IDLE_POLL_MAX_S = 2.0
 DEPTH_EVERY_S = 5.0
 
@@ -65,7 +69,7 @@ CLAIM_LAG = Histogram(
 )
 SEND_SECONDS = Histogram(
     "sb_sms_dispatch_send_seconds",
-    "One message through the router (rate limit wait and failover included)",
+    "One provider batch through the router (rate limit wait and failover included)",
     ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -111,6 +115,7 @@ class Lane:
         route: str,
         concurrency: int,
         batch: int | None = None,
+        send_batch: int | None = None,
         wake: asyncio.Event | None = None,
         redact: Callable[[str], str] | None = None,
     ) -> None:
@@ -118,28 +123,32 @@ class Lane:
         self.sessions = sessions
         self.router = router
         self.route = route
-        self.concurrency = max(1, concurrency)
+        self.concurrency = max(1, concurrency)  # provider calls (batches) in flight
         self.batch = max(1, batch or settings.sms_dispatch_batch)
-        self.max_in_flight = self.batch + self.concurrency
+        self.send_batch = max(1, min(self.batch, send_batch or settings.sms_dispatch_send_batch))
+        self.max_in_flight = 2 * self.batch  # messages claimed and not yet sent
         # Claim in sizeable chunks: one claim per finished send would be a transaction per message.
-        self.min_claim = max(1, min(self.batch, self.concurrency) // 4)
+        self.min_claim = max(1, min(self.batch, self.send_batch) // 2)
         self.wake = wake or asyncio.Event()
         self.redact = redact  # OTP: takes the code out of the stored body once it is gone
         self._sem = asyncio.Semaphore(self.concurrency)
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight_messages = 0
         self._depth_at = 0.0
 
     # -- the claim loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        recorder = asyncio.create_task(self._record_loop(), name=f"sms-record-{self.route}")
+        recorders = [
+            asyncio.create_task(self._record_loop(), name=f"sms-record-{self.route}-{i}") for i in range(RECORDERS)
+        ]
         log.info("sms dispatcher started", extra={"route": self.route, "concurrency": self.concurrency})
         idle = self.settings.sms_dispatch_poll_s
         errors = 0
         try:
             while not stop.is_set():
-                room = self.max_in_flight - len(self._in_flight)
+                room = self.max_in_flight - self._in_flight_messages
                 if room < self.min_claim:
                     await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                     continue
@@ -155,11 +164,9 @@ class Lane:
                     log.warning("sms claim failed, retrying", extra={"route": self.route, "error": repr(exc)})
                     await _wait(stop, self.wake, min(5.0, 0.2 * 2**errors))
                     continue
-                for message in claimed:
-                    task = asyncio.create_task(self._send(message))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
-                IN_FLIGHT.labels(self.route).set(len(self._in_flight))
+                for k in range(0, len(claimed), self.send_batch):
+                    self._start(claimed[k:k + self.send_batch])
+                IN_FLIGHT.labels(self.route).set(self._in_flight_messages)
                 if len(claimed) == want:
                     idle = self.settings.sms_dispatch_poll_s
                     continue  # there may be more due right now
@@ -169,9 +176,10 @@ class Lane:
                 # Let sends under way finish and be recorded; what does not make it is sent
                 # again (same client reference) when its lease runs out.
                 await asyncio.wait(self._in_flight, timeout=self.settings.sms_provider_timeout_s + 1)
-            self._results.put_nowait(None)
+            for _ in recorders:
+                self._results.put_nowait(None)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(recorder, 10)
+                await asyncio.wait_for(asyncio.gather(*recorders), 10)
             IN_FLIGHT.labels(self.route).set(0)
             log.info("sms dispatcher stopped", extra={"route": self.route})
 
@@ -213,59 +221,74 @@ class Lane:
 
     # -- sending -------------------------------------------------------------------------------
 
-    async def _send(self, message: repo.Claimed) -> None:
+    def _start(self, messages: list[repo.Claimed]) -> None:
+        task = asyncio.create_task(self._send(messages))
+        self._in_flight.add(task)
+        self._in_flight_messages += len(messages)
+
+        def done(t: asyncio.Task[None], n: int = len(messages)) -> None:
+            self._in_flight.discard(t)
+            self._in_flight_messages -= n
+
+        task.add_done_callback(done)
+
+    async def _send(self, messages: list[repo.Claimed]) -> None:
         async with self._sem:
             started = time.monotonic()
-            outcome = await self._outcome(message)
+            try:
+                results: list = await self.router.send_many(
+                    [OutboundSms(m.to, m.body, str(m.id), m.sender) for m in messages]
+                )
+            except Exception as exc:  # noqa: BLE001 - a bug: every message of the batch tries later
+                log.exception("sms batch send raised unexpectedly", extra={"count": len(messages)})
+                results = [exc] * len(messages)
             SEND_SECONDS.labels(self.route).observe(time.monotonic() - started)
-        self._results.put_nowait(outcome)
+        for message, result in zip(messages, results, strict=True):
+            self._results.put_nowait(self._outcome(message, result))
 
-    async def _outcome(self, message: repo.Claimed) -> Outcome:
-        try:
-            dispatched = await self.router.send(message.to, message.body, str(message.id), message.sender)
-        except ProviderRejected as exc:
+    def _outcome(self, message: repo.Claimed, result: Dispatched | BaseException) -> Outcome:
+        if isinstance(result, ProviderRejected):
             return Outcome(
                 message, "failed",
-                st.Change(message.id, st.FAILED, detail=f"refused by {exc.provider}", provider=exc.provider,
-                          error=str(exc)),
+                st.Change(message.id, st.FAILED, detail=f"refused by {result.provider}", provider=result.provider,
+                          error=str(result)),
             )
-        except Exception as exc:  # noqa: BLE001 - not now (ProviderUnavailable) or a bug: try later
-            if isinstance(exc, ProviderUnavailable):
-                why = str(exc)
-            else:
-                log.exception("sms send raised unexpectedly", extra={"message_id": str(message.id)})
-                why = repr(exc)
+        if isinstance(result, BaseException):  # not now (NoProviderAvailable) or a bug: try later
+            why = str(result) if isinstance(result, ProviderUnavailable) else repr(result)
             if message.attempts >= self.settings.sms_max_attempts:
                 return Outcome(
                     message, "gave_up",
                     st.Change(message.id, st.FAILED, error="no provider available",
                               detail=f"gave up after {message.attempts} attempts: {why}"),
                 )
-            delay = backoff_s(self.settings, message.attempts, getattr(exc, "retry_after_s", None))
+            delay = backoff_s(self.settings, message.attempts, getattr(result, "retry_after_s", None))
             return Outcome(
                 message, "retry", delay_s=delay,
                 detail=f"attempt {message.attempts}: {why}; next attempt in {delay:g}s",
             )
-        result = dispatched.result
-        if result.accepted:
+        dispatched = result
+        sent = dispatched.result
+        if sent.accepted:
             return Outcome(
                 message, "sent",
                 st.Change(message.id, st.SENT, detail=f"accepted by {dispatched.provider}{_failovers(dispatched)}",
-                          provider=dispatched.provider, provider_message_id=result.provider_message_id),
+                          provider=dispatched.provider, provider_message_id=sent.provider_message_id),
             )
         return Outcome(
             message, "failed",
             st.Change(message.id, st.FAILED,
                       detail=f"not accepted by {dispatched.provider}{_failovers(dispatched)}",
-                      provider=dispatched.provider, provider_message_id=result.provider_message_id,
-                      error=f"{dispatched.provider}: {result.status or 'not accepted'}"),
+                      provider=dispatched.provider, provider_message_id=sent.provider_message_id,
+                      error=f"{dispatched.provider}: {sent.status or 'not accepted'}"),
         )
 
     # -- recording -----------------------------------------------------------------------------
 
     async def _record_loop(self) -> None:
         """Writes finished sends in chunks: whatever finished while the previous chunk was
-        being written goes into the next one (no lingering, so an OTP is recorded at once)."""
+        being written goes into the next one (no lingering, so an OTP is recorded at once).
+        `RECORDERS` of these run side by side, so one chunk's database round trips overlap the
+        next one's (the chunks hold other messages; the status update locks rows in id order)."""
         done = False
         while not done:
             first = await self._results.get()
@@ -370,6 +393,7 @@ class Dispatcher:
                  wake=self.wakes[STANDARD]),
             Lane(s, self.sessions, router, route=OTP, concurrency=s.sms_otp_concurrency,
                  batch=max(1, min(s.sms_dispatch_batch, s.sms_otp_concurrency * 2)),
+                 send_batch=OTP_SEND_BATCH,
                  wake=self.wakes[OTP], redact=lambda body: redact_otp(body, s.sms_otp_text)),
         ]
         try:

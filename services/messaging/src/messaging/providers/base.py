@@ -11,6 +11,12 @@ because the router and the send saga act on them differently:
   recipient: a 4xx about the request). Another provider would most likely refuse it too, so no
   failover; the message fails.
 
+Sending in bulk: `send_many` hands up to `max_batch` messages to the provider in one go and
+answers one outcome per message, in order: a `SendResult`, or the `ProviderRejected` /
+`ProviderUnavailable` of that message alone. It raises `ProviderUnavailable` only when the whole
+call failed (nothing is known about any of the messages). Adapters whose API has no batch call
+inherit a default that runs `send` for each message, a few at a time.
+
 Webhook signatures are an HMAC-SHA256 over the full URL the provider called followed by the raw
 body. The URL is the *public* one (through the gateway, e.g.
 `http://127.0.0.1:8080/api/v1/webhooks/sms/simulator?x=1`), not what the service sees behind
@@ -20,10 +26,11 @@ query string, and pass that to `verify_webhook`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +47,16 @@ class SendResult:
     provider_message_id: str
     accepted: bool  # False: the provider answered but will not deliver (status "failed"/"rejected")
     status: str = ""  # the provider's own word for it, for logs
+
+
+@dataclass(frozen=True)
+class OutboundSms:
+    """One message for `send_many`: `to` is E.164, `client_ref` our message id."""
+
+    to: str
+    text: str
+    client_ref: str
+    sender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,10 @@ class ProviderRejected(ProviderError):
     """Permanent for this message: do not fail over, do not retry."""
 
 
+# What `send_many` answers for each message.
+SendOutcome = SendResult | ProviderRejected | ProviderUnavailable
+
+
 class InvalidDeliveryReport(ValueError):
     """A webhook body that is not a delivery report (or inbound message) of this provider's format."""
 
@@ -104,12 +125,35 @@ class SmsProvider(ABC):
     name: str
     # False for providers that never call back (SNS): the message's last status is "sent".
     has_delivery_reports: bool = True
+    # The most messages one `send_many` call takes (the router splits bigger batches).
+    max_batch: int = 50
+    # The default `send_many`: how many single sends it runs at once.
+    send_many_concurrency: int = 8
 
     @abstractmethod
     async def send(
         self, to: str, text: str, client_ref: str, sender: str | None = None
     ) -> SendResult:
         """Hand one SMS to the provider. `to` is E.164; `client_ref` is our message id."""
+
+    async def send_many(self, messages: Sequence[OutboundSms]) -> list[SendOutcome]:
+        """Hand up to `max_batch` messages to the provider: one outcome per message, in order (a
+        `SendResult`, or that message's `ProviderRejected` / `ProviderUnavailable`). Raises
+        `ProviderUnavailable` only when the call as a whole failed.
+
+        This default sends them one by one, `send_many_concurrency` at a time."""
+        if not messages:
+            return []
+        gate = asyncio.Semaphore(max(1, self.send_many_concurrency))
+
+        async def one(m: OutboundSms) -> SendOutcome:
+            async with gate:
+                try:
+                    return await self.send(m.to, m.text, m.client_ref, m.sender)
+                except (ProviderRejected, ProviderUnavailable) as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
 
     def verify_webhook(self, url: str, headers: Mapping[str, str], body: bytes) -> bool:
         """Whether a delivery-report request is genuinely from this provider."""

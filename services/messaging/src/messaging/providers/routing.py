@@ -12,6 +12,16 @@ list in order:
 - if every candidate failed or was skipped: `NoProviderAvailable` (itself a
   `ProviderUnavailable`, so the caller retries the message later).
 
+`send_many` does the same for a batch of messages, per message: the messages are grouped by
+their route, each group goes to its first provider in calls of at most the provider's
+`max_batch` (`SmsProvider.send_many`, one request per call for the HTTP gateway), and only the
+messages that came back unavailable (one by one, or the whole call) go on to the next provider.
+A message's outcome is `Dispatched`, `ProviderRejected` or `NoProviderAvailable`, answered in
+the order given (returned, not raised). One call is one event for the breaker (a success if the
+provider took or refused at least one of its messages, a failure if the call failed or every
+message came back unavailable), and every call acquires the breaker on its own: in half-open,
+one call is the trial and the group's other calls skip the provider.
+
 Breaker: closed until `failure_threshold` consecutive `ProviderUnavailable`; then open for
 `open_for_s` seconds (every send skips it); then half-open: exactly one send is let through as a
 trial (concurrent sends keep skipping it); its success closes the breaker, its failure opens it for
@@ -24,6 +34,7 @@ later step. The clock is injectable so tests can move time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +45,7 @@ from common.phones import region_of
 from prometheus_client import Counter, Gauge
 
 from messaging.providers.base import (
+    OutboundSms,
     ProviderRejected,
     ProviderUnavailable,
     SendResult,
@@ -230,6 +242,114 @@ class Router:
             PROVIDER_SENDS.labels(name, "accepted" if result.accepted else "not_accepted").inc()
             return Dispatched(provider=name, result=result, attempts=tuple(attempts))
         raise NoProviderAvailable(country, attempts, maybe_sent=maybe_sent)
+
+    async def send_many(
+        self, messages: Sequence[OutboundSms]
+    ) -> list[Dispatched | ProviderRejected | NoProviderAvailable]:
+        """Send a batch, failing over per message; one outcome per message, in order (never
+        raises for a provider's answer)."""
+        outcomes: list[Dispatched | ProviderRejected | NoProviderAvailable | None] = [None] * len(messages)
+        groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for i, m in enumerate(messages):
+            country, names = self.candidates(m.to)
+            groups.setdefault((country, tuple(names)), []).append(i)
+        await asyncio.gather(
+            *(self._send_group(messages, indexes, country, names, outcomes)
+              for (country, names), indexes in groups.items())
+        )
+        return outcomes  # type: ignore[return-value]  (every slot is filled)
+
+    async def _send_group(
+        self,
+        messages: Sequence[OutboundSms],
+        pending: list[int],
+        country: str,
+        names: Sequence[str],
+        outcomes: list,  # noqa: ANN001 - filled in place
+    ) -> None:
+        attempts: dict[int, list[Attempt]] = {i: [] for i in pending}
+        maybe_sent: set[int] = set()
+        for name in names:
+            if not pending:
+                break
+            provider = self.providers[name]
+            size = max(1, provider.max_batch)
+            chunks = [pending[k:k + size] for k in range(0, len(pending), size)]
+            left = await asyncio.gather(
+                *(self._call(name, messages, chunk, attempts, maybe_sent, outcomes) for chunk in chunks)
+            )
+            pending = [i for chunk in left for i in chunk]
+        for i in pending:
+            outcomes[i] = NoProviderAvailable(country, attempts[i], maybe_sent=i in maybe_sent)
+
+    async def _call(
+        self,
+        name: str,
+        messages: Sequence[OutboundSms],
+        chunk: list[int],
+        attempts: dict[int, list[Attempt]],
+        maybe_sent: set[int],
+        outcomes: list,  # noqa: ANN001 - filled in place
+    ) -> list[int]:
+        """One provider call for `chunk` (indexes into `messages`): fills the outcomes of the
+        messages it settled and answers the indexes still to place elsewhere."""
+        breaker = self.breakers[name]
+        if not breaker.try_acquire():
+            PROVIDER_SENDS.labels(name, "skipped").inc(len(chunk))
+            skipped = Attempt(name, "skipped", f"breaker {breaker.state}")
+            for i in chunk:
+                attempts[i].append(skipped)
+            return chunk
+        try:
+            results = await self.providers[name].send_many([messages[i] for i in chunk])
+            if len(results) != len(chunk):
+                raise ProviderUnavailable(name, f"{len(results)} outcomes for {len(chunk)} messages",
+                                          code="BAD_ANSWER", maybe_sent=True)
+        except ProviderUnavailable as exc:
+            breaker.record_failure()
+            PROVIDER_SENDS.labels(name, "unavailable").inc(len(chunk))
+            failed = Attempt(name, "unavailable", str(exc))
+            for i in chunk:
+                attempts[i].append(failed)
+                if exc.maybe_sent:
+                    maybe_sent.add(i)
+            log.warning(
+                "sms provider unavailable for a batch, failing over",
+                extra={"provider": name, "error": str(exc), "count": len(chunk)},
+            )
+            return chunk
+        except BaseException:
+            breaker.release()
+            raise
+        left: list[int] = []
+        tally = {"accepted": 0, "not_accepted": 0, "rejected": 0, "unavailable": 0}
+        for i, result in zip(chunk, results, strict=True):
+            if isinstance(result, SendResult):
+                tally["accepted" if result.accepted else "not_accepted"] += 1
+                outcomes[i] = Dispatched(provider=name, result=result, attempts=tuple(attempts[i]))
+            elif isinstance(result, ProviderRejected):
+                tally["rejected"] += 1
+                outcomes[i] = result
+            else:  # ProviderUnavailable for this message alone
+                tally["unavailable"] += 1
+                attempts[i].append(Attempt(name, "unavailable", str(result)))
+                if result.maybe_sent:
+                    maybe_sent.add(i)
+                left.append(i)
+        # It answered for its messages: fine, unless it took none of them.
+        if tally["unavailable"] == len(chunk):
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        for outcome, n in tally.items():
+            if n:
+                PROVIDER_SENDS.labels(name, outcome).inc(n)
+        if left:
+            log.warning(
+                "sms provider unavailable for some messages of a batch, failing over",
+                extra={"provider": name, "count": len(left), "of": len(chunk)},
+            )
+        return left
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
