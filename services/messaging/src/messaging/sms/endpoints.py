@@ -23,7 +23,8 @@ seed_router = APIRouter(prefix="/api", tags=["sms (seed 003)"])
 SEED_SENT = "SMS sent successfully"
 
 
-def _settings(request: Request) -> MessagingSettings:
+async def _settings(request: Request) -> MessagingSettings:
+    # async: a plain `def` dependency runs in the thread pool, a thread hop per request.
     return request.app.state.settings
 
 
