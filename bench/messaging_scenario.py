@@ -186,6 +186,7 @@ async def bulk_send(client: httpx.AsyncClient, token: str, n: int, deadline: Dea
         # Billing captures a hold on `sent`/`delivered`: follow it to the end (information).
         ids = [m["id"] for m in data["messages"]]
         keys = [f"sms:{i}" for i in ids]
+        captured = 0
         while not deadline.expired():
             captured = await conn.fetchval(
                 "SELECT count(*) FROM billing.holds WHERE business_key = ANY($1::text[]) AND status = 'captured'", keys
