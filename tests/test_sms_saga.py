@@ -226,7 +226,7 @@ async def test_a_provider_outage_fails_over_and_the_history_says_so(gateway, ses
 
 @pytest.mark.slow
 async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_captures_once(gateway, sessions):
-    n = 300
+    n = 1000  # enough that the kill lands while claims are in flight (dispatch is ~700/s)
     headers = await funded_tenant(gateway, 10_000)
     tenant = await tenant_of(gateway, headers)
     phones = distinct_phones(n)
@@ -251,6 +251,16 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
         await conn.close()
     assert "signalled" in devstack("ctl", "signal", "KILL", "messaging-worker").stdout
     killed_at = dict(row)
+    conn = await superuser_conn()
+    try:
+        # Claimed, not recorded: the sends the dead worker had in flight (its transaction died).
+        stranded = await conn.fetchval(
+            "SELECT count(*) FROM messaging.messages WHERE id = ANY($1) AND status = 'queued'"
+            " AND lease_until > now()", ids,
+        )
+    finally:
+        await conn.close()
+    assert stranded > 0, f"the kill did not land mid-batch: {killed_at}"
     devstack("ctl", "start", "messaging-worker", check=False)  # supervisor restarts it anyway
 
     # Unrecorded claims wait for their lease (sms_dispatch_lease_s, 30 s) and go again.
@@ -285,7 +295,8 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
         await conn.close()
     assert captures == n
     assert repeated == 0  # no status twice in any history, whatever was sent twice
-    print(f"\n{n} messages, worker killed at {killed_at}: all sent in {elapsed:.1f}s (lease 30 s included)")
+    print(f"\n{n} messages, worker killed at {killed_at} ({stranded} in flight): all sent in {elapsed:.1f}s"
+          " (lease 30 s included)")
 
 
 # -- OTP -------------------------------------------------------------------------------------------
