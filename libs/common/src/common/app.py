@@ -139,6 +139,12 @@ def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
     )
 
 
+async def app_settings(request: Request) -> Any:
+    """Dependency: the settings the service's app was built with. (Dependencies are `async def`
+    on purpose: FastAPI runs a plain `def` dependency in the thread pool, a thread hop per call.)"""
+    return request.app.state.settings
+
+
 def create_service_app(
     settings: BaseServiceSettings,
     *,

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from billing.payments.stripe_gateway import StripeGateway
 
 
-def stripe_gateway(request: Request) -> StripeGateway:
+async def stripe_gateway(request: Request) -> StripeGateway:
     # Built on first use and kept for the app's life (one HTTP connection pool to Stripe).
     gateway = getattr(request.app.state, "stripe_gateway", None)
     if gateway is None:

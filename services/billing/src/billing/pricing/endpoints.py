@@ -2,9 +2,10 @@ import uuid
 from typing import Annotated
 
 from common.api import Envelope, Page, Pagination, ok, paginate
+from common.app import app_settings
 from common.auth import CurrentPrincipal, PlatformAdmin
 from common.db.session import SessionDep
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from billing.models import PricingRule
 from billing.pricing import service
@@ -20,11 +21,8 @@ from billing.settings import BillingSettings
 router = APIRouter(prefix="/api/v1", tags=["pricing"])
 
 
-def _settings(request: Request) -> BillingSettings:
-    return request.app.state.settings
 
-
-SettingsDep = Annotated[BillingSettings, Depends(_settings)]
+SettingsDep = Annotated[BillingSettings, Depends(app_settings)]
 CountryQuery = Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")]
 
 

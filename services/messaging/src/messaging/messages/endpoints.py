@@ -7,10 +7,11 @@ from typing import Annotated
 
 from common import idempotency
 from common.api import Envelope, Page, Pagination, ok, paginate
+from common.app import app_settings
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from common.errors import Unprocessable
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from messaging.messages import service
@@ -21,11 +22,8 @@ from messaging.sms import service as sms
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
 
-def _settings(request: Request) -> MessagingSettings:
-    return request.app.state.settings
 
-
-SettingsDep = Annotated[MessagingSettings, Depends(_settings)]
+SettingsDep = Annotated[MessagingSettings, Depends(app_settings)]
 OptionalIdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]

@@ -4,9 +4,10 @@ admins add and remove them."""
 from typing import Annotated
 
 from common.api import Envelope, Page, Pagination, ok, paginate
+from common.app import app_settings
 from common.auth import CurrentPrincipal, Principal, require_roles
 from common.db.session import SessionDep
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from messaging.numbers import service
 from messaging.numbers.schemas import NumberCreate, NumberRead
@@ -16,9 +17,6 @@ router = APIRouter(prefix="/api/v1/sms/numbers", tags=["sms numbers"])
 
 Manager = Annotated[Principal, require_roles("OWNER", "ADMIN")]
 
-
-def _settings(request: Request) -> MessagingSettings:
-    return request.app.state.settings
 
 
 @router.get("", response_model=Envelope[Page[NumberRead]])
@@ -33,7 +31,7 @@ async def add_number(
     body: NumberCreate,
     principal: Manager,
     session: SessionDep,
-    settings: Annotated[MessagingSettings, Depends(_settings)],
+    settings: Annotated[MessagingSettings, Depends(app_settings)],
 ):
     """Register a number you own at a provider (E.164): you may send from it, and SMS to it
     are yours. 409 if any tenant already has it."""

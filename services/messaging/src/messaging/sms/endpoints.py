@@ -5,9 +5,10 @@ from typing import Annotated
 
 from common import idempotency
 from common.api import Envelope, Page, PageParams, Pagination, ok, paginate
+from common.app import app_settings
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from messaging.messages import service as messages
@@ -23,12 +24,8 @@ seed_router = APIRouter(prefix="/api", tags=["sms (seed 003)"])
 SEED_SENT = "SMS sent successfully"
 
 
-async def _settings(request: Request) -> MessagingSettings:
-    # async: a plain `def` dependency runs in the thread pool, a thread hop per request.
-    return request.app.state.settings
 
-
-SettingsDep = Annotated[MessagingSettings, Depends(_settings)]
+SettingsDep = Annotated[MessagingSettings, Depends(app_settings)]
 
 
 def _conversation_page(
