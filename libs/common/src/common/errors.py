@@ -74,6 +74,10 @@ class RateLimited(AppError):
     status_code, code, message = 429, "RATE_LIMITED", "Too many requests"
 
 
+class PayloadTooLarge(AppError):
+    status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
+
+
 class ServiceUnavailable(AppError):
     status_code, code, message = 503, "UNAVAILABLE", "Service unavailable"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import phonenumbers
 from common.auth import Principal
-from common.errors import AppError, Conflict, NotFound, Unprocessable
+from common.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from common.ids import uuid7
 from common.phones import to_e164
 from pydantic import ValidationError
@@ -56,10 +56,6 @@ class ContactExists(Conflict):
 
 class ImportInProgress(Conflict):
     code, message = "IMPORT_IN_PROGRESS", "Another import into your contacts is running; try again when it ends"
-
-
-class PayloadTooLarge(AppError):
-    status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
 
 
 def _tenant(principal: Principal) -> uuid.UUID:

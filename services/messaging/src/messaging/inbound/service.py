@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from common import errors as common_errors
 from common.contracts.messaging.v1 import MessageReceivedV1, WebhookReceivedV1
-from common.errors import AppError, NotFound, Unauthorized, Unprocessable
+from common.errors import NotFound, Unauthorized, Unprocessable
 from common.ids import uuid7
 from common.messaging import emit
 from common.phones import to_e164
@@ -32,6 +33,7 @@ from messaging.providers.registry import build_provider
 from messaging.settings import MessagingSettings
 from messaging.sms import optout, segments
 from messaging.sms import status as st
+from messaging.sms.service import UuidReused
 
 log = logging.getLogger("messaging.inbound")
 
@@ -64,12 +66,8 @@ class InvalidSignature(Unauthorized):
     code, message = "INVALID_SIGNATURE", "Missing or invalid webhook signature"
 
 
-class UuidReused(Unprocessable):
-    code, message = "UUID_REUSED", "This uuid names a different message"
-
-
-class PayloadTooLarge(AppError):
-    status_code, code, message = 413, "PAYLOAD_TOO_LARGE", "The webhook body is too large"
+class PayloadTooLarge(common_errors.PayloadTooLarge):
+    message = "The webhook body is too large"
 
 
 # -- the providers that call us ----------------------------------------------------------------------
