@@ -321,3 +321,33 @@ async def test_an_otp_lane_masks_the_code_once_the_message_is_gone(sessions, rou
 
     inbox = await until(delivered)
     assert [m["text"] for m in inbox] == [body]  # the phone got the code, the database no longer has it
+
+
+async def test_an_expired_otp_fails_unsent_and_one_that_would_expire_while_waiting_gives_up(
+    sessions, route, simulator
+):
+    """A code past its expiry (a backlog after an outage) is worthless: it fails as `expired`,
+    masked, and never reaches the phone; one whose retry would come after its expiry gives up."""
+    template = SETTINGS.sms_otp_text
+    [late] = numbers(1)
+    [down] = numbers(1, ending="0002")  # the simulator's outage rule: "not now"
+    ids = await add(sessions, route, [late, down], body=template.format(code="482913", minutes=5))
+    async with sessions() as s, s.begin():
+        await s.execute(text("UPDATE messages SET expires_at = now() - interval '1 second' WHERE id = :m"),
+                        {"m": ids[0]})
+        await s.execute(text("UPDATE messages SET expires_at = now() + interval '0.5 seconds' WHERE id = :m"),
+                        {"m": ids[1]})
+    lane = Lane(SETTINGS, sessions, router(simulator), route=route, concurrency=2,
+                redact=lambda b: redact(b, template))
+
+    async def both_failed():
+        state = await rows(sessions, ids)
+        return all(r["status"] == "failed" for r in state.values()) and state
+
+    state = await run_lane(lane, both_failed)
+    assert {r["error"] for r in state.values()} == {"expired"}
+    assert all("••••••" in r["body"] for r in state.values())
+    assert (await history(sessions, ids[0])) == [("failed", "expired before it could be sent")]
+    assert (await history(sessions, ids[1]))[-1][1].startswith("expired before it could be sent (last attempt:")
+    sent = [m for m in (await sim(simulator, "GET", "/_sim/messages")).json()["messages"] if m["to"] in (late, down)]
+    assert sent == []

@@ -35,6 +35,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -81,10 +82,15 @@ IN_FLIGHT = Gauge("sb_sms_dispatch_in_flight", "Claimed messages not yet recorde
 @dataclass(frozen=True)
 class Outcome:
     message: repo.Claimed
-    kind: str  # sent | failed | retry | gave_up
+    kind: str  # sent | failed | retry | gave_up | expired
     change: st.Change | None = None  # sent, failed, gave_up
     delay_s: float = 0.0  # retry
     detail: str = ""  # retry: the history row's detail
+
+
+def _expired(message: repo.Claimed, why: str | None = None) -> st.Change:
+    detail = "expired before it could be sent" + (f" (last attempt: {why})" if why else "")
+    return st.Change(message.id, st.FAILED, error="expired", detail=detail[:500])
 
 
 def backoff_s(settings: MessagingSettings, attempts: int, retry_after_s: float | None = None) -> float:
@@ -164,6 +170,7 @@ class Lane:
                     log.warning("sms claim failed, retrying", extra={"route": self.route, "error": repr(exc)})
                     await _wait(stop, self.wake, min(5.0, 0.2 * 2**errors))
                     continue
+                claimed = self._drop_expired(claimed)
                 for k in range(0, len(claimed), self.send_batch):
                     self._start(claimed[k:k + self.send_batch])
                 IN_FLIGHT.labels(self.route).set(self._in_flight_messages)
@@ -182,6 +189,17 @@ class Lane:
                 await asyncio.wait_for(asyncio.gather(*recorders), 10)
             IN_FLIGHT.labels(self.route).set(0)
             log.info("sms dispatcher stopped", extra={"route": self.route})
+
+    def _drop_expired(self, claimed: list[repo.Claimed]) -> list[repo.Claimed]:
+        """Messages past their expiry (an OTP code after an outage) fail as `expired`, unsent."""
+        now = datetime.now(UTC)
+        live = []
+        for message in claimed:
+            if message.expires_at is not None and message.expires_at <= now:
+                self._results.put_nowait(Outcome(message, "expired", _expired(message)))
+            else:
+                live.append(message)
+        return live
 
     async def _claim(self, n: int) -> list[repo.Claimed]:
         async with self.sessions() as session, session.begin():
@@ -262,6 +280,8 @@ class Lane:
                               detail=f"gave up after {message.attempts} attempts: {why}"),
                 )
             delay = backoff_s(self.settings, message.attempts, getattr(result, "retry_after_s", None))
+            if message.expires_at is not None and datetime.now(UTC) + timedelta(seconds=delay) >= message.expires_at:
+                return Outcome(message, "expired", _expired(message, why))
             return Outcome(
                 message, "retry", delay_s=delay,
                 detail=f"attempt {message.attempts}: {why}; next attempt in {delay:g}s",

@@ -125,7 +125,7 @@ def make_otp_handler(settings: MessagingSettings):  # noqa: ANN201
         if await repo.insert_otp(
             session, message_id=message_id, tenant_id=tenant, conversation_id=conversations[(sender, otp.phone)],
             sender=sender, to=otp.phone, body=body, encoding=info.encoding, segments=info.segments,
-            external_id=f"otp:{otp.challenge_id}",
+            external_id=f"otp:{otp.challenge_id}", expires_at=expires_at,
         ):
             await st.record_created(session, [message_id], st.QUEUED, f"OTP ({otp.purpose})")
 

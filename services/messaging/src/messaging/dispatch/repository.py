@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,6 +74,7 @@ class Claimed:
     body: str
     attempts: int  # including this one
     lag_s: float  # how long it had been due when claimed
+    expires_at: datetime | None = None  # an OTP's: not worth sending after it
 
 
 # The inner SELECT walks the partial index ix_messages_dispatch (route, next_attempt_at); SKIP
@@ -93,7 +95,7 @@ _CLAIM = text(
         FOR UPDATE SKIP LOCKED
     )
     RETURNING m.id, m.tenant_id, m.to_number, m.from_number, m.body, m.attempts,
-        EXTRACT(EPOCH FROM now() - m.next_attempt_at)::float8 AS lag_s
+        EXTRACT(EPOCH FROM now() - m.next_attempt_at)::float8 AS lag_s, m.expires_at
     """
 )
 # When the next message of the route falls due (a retry's time, or a lease running out).
@@ -138,7 +140,8 @@ _SET_BODIES = text(
 async def claim(session: AsyncSession, route: str, n: int, lease_s: float) -> list[Claimed]:
     result = await session.execute(_CLAIM, {"route": route, "n": n, "lease": lease_s})
     return [
-        Claimed(r.id, r.tenant_id, r.to_number, r.from_number, r.body, r.attempts, max(0.0, r.lag_s or 0.0))
+        Claimed(r.id, r.tenant_id, r.to_number, r.from_number, r.body, r.attempts, max(0.0, r.lag_s or 0.0),
+                r.expires_at)
         for r in result
     ]
 
@@ -189,9 +192,9 @@ async def set_bodies(session: AsyncSession, bodies: Sequence[tuple[uuid.UUID, st
 _INSERT_OTP = text(
     """
     INSERT INTO messages (id, tenant_id, conversation_id, direction, from_number, to_number, body,
-        encoding, segments, status, route, external_id, billing, next_attempt_at)
+        encoding, segments, status, route, external_id, billing, next_attempt_at, expires_at)
     VALUES (:id, :tenant, :conversation, 'outbound', :sender, :to, :body, :encoding, :segments,
-        'queued', 'otp', :external_id, 'none', now())
+        'queued', 'otp', :external_id, 'none', now(), :expires_at)
     ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
     RETURNING id
     """
@@ -210,6 +213,7 @@ async def insert_otp(
     encoding: str,
     segments: int,
     external_id: str,
+    expires_at: datetime | None = None,
 ) -> bool:
     """Store an OTP message, due now; False when this challenge already has one."""
     result = await session.execute(
@@ -224,6 +228,7 @@ async def insert_otp(
             "encoding": encoding,
             "segments": segments,
             "external_id": external_id,
+            "expires_at": expires_at,
         },
     )
     return result.first() is not None
