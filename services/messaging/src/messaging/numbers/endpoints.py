@@ -18,7 +18,6 @@ router = APIRouter(prefix="/api/v1/sms/numbers", tags=["sms numbers"])
 Manager = Annotated[Principal, require_roles("OWNER", "ADMIN")]
 
 
-
 @router.get("", response_model=Envelope[Page[NumberRead]])
 async def list_numbers(principal: CurrentPrincipal, session: SessionDep, page: Pagination):
     """Your tenant's numbers, oldest first."""
