@@ -115,20 +115,23 @@ async def test_batches_of_holds_placed_concurrently_never_exceed_the_balance(ses
     """The worker's path: holds arrive in batches (one per partition), several at once."""
     tenant = await funded_tenant(sessions, 100 * 7)
 
-    async def batch(b: int) -> list[str]:
+    async def batch(b: int) -> list[tuple[str, str]]:
         requests = [
             ledger.HoldRequest(tenant_id=tenant, business_key=f"sms:{tenant}:{b}:{i}", kind="sms",
                                reference=f"{b}:{i}", amount=7)
             for i in range(10)
         ]
         async with sessions() as s, s.begin():
-            return [o.status for o in await ledger.place_holds(s, requests, "USD")]
+            placed = await ledger.place_holds(s, requests, "USD")
+        return [(r.business_key, o.status) for r, o in zip(requests, placed, strict=True)]
 
-    statuses = [s for outcome in await asyncio.gather(*(batch(b) for b in range(20))) for s in outcome]
+    outcomes = [o for batch_outcomes in await asyncio.gather(*(batch(b) for b in range(20))) for o in batch_outcomes]
+    statuses = [status for _, status in outcomes]
     assert statuses.count("held") == 100 and statuses.count("insufficient_credits") == 100
     assert await balance(sessions, tenant) == (700, 700)
-    # A repeated business key (a redelivered request) places nothing and answers nothing.
-    again = [ledger.HoldRequest(tenant_id=tenant, business_key=f"sms:{tenant}:0:0", kind="sms", reference="0:0", amount=7)]
+    # A repeated business key of a placed hold (a redelivered request) places nothing, answers nothing.
+    held_key = next(key for key, status in outcomes if status == "held")
+    again = [ledger.HoldRequest(tenant_id=tenant, business_key=held_key, kind="sms", reference="again", amount=7)]
     async with sessions() as s, s.begin():
         assert await ledger.place_holds(s, again, "USD") == [None]
     async with sessions() as s:
