@@ -60,6 +60,8 @@ from shared import (
     BODY,
     CPU_LOG,
     DATABASE,
+    HANDLER_HELP,
+    HANDLERS,
     ISOLATED,
     NOISY_OTHER_CORES,
     PACED,
@@ -80,6 +82,7 @@ from shared import (
     install_log_counter,
     is_client_problem,
     make_settings,
+    noop_handler,
     paced,
     percentiles,
     side_effect,
@@ -923,10 +926,6 @@ async def db_round_trips(engine, sessions) -> dict[str, Any]:  # noqa: ANN001
     return out
 
 
-async def noop_handler(session, envelope) -> None:  # noqa: ANN001
-    return None
-
-
 async def consumer_alone(
     settings: BaseServiceSettings,
     sessions,  # noqa: ANN001
@@ -1525,14 +1524,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="one",
         help="diagnostics: 'two' runs the relay and the consumer in separate child processes",
     )
-    g.add_argument(
-        "--handler",
-        choices=["insert", "batch", "noop"],
-        default="batch",
-        help="'insert': one side-effect row per handler call (default); 'batch': the same rows "
-        "from a batch handler, one statement per run of events; diagnostics: 'noop' handler (no "
-        "side-effect row; no stage breakdown, no check)",
-    )
+    g.add_argument("--handler", choices=HANDLERS, default=HANDLERS[0], help=HANDLER_HELP)
     g.add_argument(
         "--profile-child",
         action="store_true",

@@ -89,6 +89,20 @@ async def side_effects(session, envelopes) -> None:  # noqa: ANN001
     )
 
 
+async def noop_handler(session, envelope) -> None:  # noqa: ANN001
+    """Diagnostics (`--handler noop`): the consumer's own cost, without the side effect."""
+    return None
+
+
+# `--handler` of bench/run.py, passed on to bench/worker_proc.py; the first is the default.
+HANDLERS = ("batch", "insert", "noop")
+HANDLER_HELP = (
+    "'batch' (default): the side-effect rows from a batch handler, one statement per run of "
+    "events; 'insert': one side-effect row per handler call; diagnostics: 'noop' (no "
+    "side-effect row; no stage breakdown, no check)"
+)
+
+
 # -- figures and pacing (used by every scenario) -------------------------------------------
 
 

@@ -27,7 +27,17 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
-from shared import BenchItem, install_log_counter, make_settings, report, side_effect, side_effects
+from shared import (
+    HANDLER_HELP,
+    HANDLERS,
+    BenchItem,
+    install_log_counter,
+    make_settings,
+    noop_handler,
+    report,
+    side_effect,
+    side_effects,
+)
 
 
 def watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -134,11 +144,6 @@ def time_kafka_calls() -> None:
     consumer_module.make_consumer = make_timed_consumer
 
 
-async def noop_handler(session, envelope) -> None:  # noqa: ANN001
-    """Diagnostics (--handler noop): the consumer's own cost, without the side effect."""
-    return None
-
-
 async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float) -> None:
     settings = make_settings(cfg.outbox_batch_size, cfg.outbox_poll_interval)
     register(cfg.event_type, BenchItem)
@@ -216,13 +221,7 @@ def main() -> int:
         default="relay,consumer",
         help="backbone: what this process runs: relay,consumer (a worker) | relay | consumer",
     )
-    p.add_argument(
-        "--handler",
-        choices=["insert", "batch", "noop"],
-        default="batch",
-        help="backbone: insert the side-effect row per event (default), per run of events "
-        "(a batch handler), or do nothing (diagnostics)",
-    )
+    p.add_argument("--handler", choices=HANDLERS, default=HANDLERS[0], help=f"backbone: {HANDLER_HELP}")
     p.add_argument("--outbox-batch-size", type=int, default=500)
     p.add_argument("--outbox-poll-interval", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=300.0)
