@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,14 +44,3 @@ async def apply_keyword(session: AsyncSession, tenant_id: uuid.UUID, phone: str,
         await session.execute(text("DELETE FROM opt_outs WHERE tenant_id = :t AND phone = :p"), {"t": tenant_id, "p": phone})
     return action
 
-
-async def opted_out(session: AsyncSession, tenant_id: uuid.UUID, phones: Iterable[str]) -> set[str]:
-    """The numbers among `phones` that opted out of the tenant's messages."""
-    phones = list(set(phones))
-    if not phones:
-        return set()
-    rows = await session.execute(
-        text("SELECT phone FROM opt_outs WHERE tenant_id = :t AND phone = ANY(CAST(:p AS text[]))"),
-        {"t": tenant_id, "p": phones},
-    )
-    return {row.phone for row in rows}
