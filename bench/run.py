@@ -39,6 +39,7 @@ import platform
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1369,6 +1370,21 @@ async def wait_for_quiet(limit_s: float) -> dict[str, Any]:
             }
 
 
+async def watched_scenario(
+    result: dict[str, Any], name: str, scenario: Callable[[], Awaitable[dict[str, Any]]]
+) -> None:
+    """Run a scenario into result["scenarios"][name], a failure kept as its error, with the
+    Disturbance verdict over it (its budget starts after the stack's pids are read)."""
+    watch = Disturbance()
+    try:
+        result["scenarios"][name] = await scenario()
+    except Exception as exc:  # noqa: BLE001
+        log.exception("%s scenario failed", name)
+        result["errors"].append(f"{name}: {exc!r}")
+        result["scenarios"][name] = {"error": repr(exc)}
+    result["scenarios"][name]["disturbance"] = watch.verdict()
+
+
 async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
     started = datetime.now(UTC)
     t_start = time.monotonic()
@@ -1430,27 +1446,15 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
     if "auth" in cfg.scenarios:
         from auth_scenario import run_auth
 
-        watch = Disturbance()
-        try:
-            result["scenarios"]["auth"] = await run_auth(cfg, Deadline(cfg.auth_budget))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("auth scenario failed")
-            result["errors"].append(f"auth: {exc!r}")
-            result["scenarios"]["auth"] = {"error": repr(exc)}
-        result["scenarios"]["auth"]["disturbance"] = watch.verdict()
+        await watched_scenario(result, "auth", lambda: run_auth(cfg, Deadline(cfg.auth_budget)))
     if "billing" in cfg.scenarios:
         await billing_scenario(cfg, result)
     if "messaging" in cfg.scenarios:
         from messaging_scenario import run_messaging
 
-        watch = Disturbance()
-        try:
-            result["scenarios"]["messaging"] = await run_messaging(cfg, Deadline(cfg.messaging_budget))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("messaging scenario failed")
-            result["errors"].append(f"messaging: {exc!r}")
-            result["scenarios"]["messaging"] = {"error": repr(exc)}
-        result["scenarios"]["messaging"]["disturbance"] = watch.verdict()
+        await watched_scenario(
+            result, "messaging", lambda: run_messaging(cfg, Deadline(cfg.messaging_budget))
+        )
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     return result
 
