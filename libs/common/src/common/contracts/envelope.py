@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,3 @@ def topic_for(event_type: str) -> str:
 
 def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
-
-
-def envelope_to_json(envelope: EventEnvelope[Any]) -> bytes:
-    return envelope.model_dump_json(by_alias=True).encode()
