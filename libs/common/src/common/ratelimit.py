@@ -49,16 +49,6 @@ class RateLimiter:
         if int(count) > limit.limit:
             raise _too_many(int(ttl))
 
-    async def check(self, limit: Limit, subject: str) -> None:
-        """Raise 429 if the limit is already used up, without counting."""
-        try:
-            key = self._key(limit, subject)
-            count, ttl = await self.redis.get(key), await self.redis.ttl(key)
-        except aioredis.RedisError as exc:
-            raise ServiceUnavailable("Rate limiter unavailable, try again shortly") from exc
-        if count is not None and int(count) >= limit.limit:
-            raise _too_many(max(int(ttl), 1))
-
     async def undo(self, limit: Limit, subject: str) -> None:
         """Give back one counted event (an attempt that turned out to be legitimate)."""
         try:
