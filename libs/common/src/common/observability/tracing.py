@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from common.settings import BaseServiceSettings
@@ -17,18 +17,14 @@ _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("switchboard")
 
 
-def setup_tracing(
-    settings: BaseServiceSettings, processors: list[SpanProcessor] | None = None
-) -> TracerProvider:
-    """Install a TracerProvider (idempotent). Spans are exported only by the given processors."""
+def setup_tracing(settings: BaseServiceSettings) -> TracerProvider:
+    """Install a TracerProvider (idempotent). It has no exporter: spans give the trace and span
+    ids in logs and the `traceparent` in events (an exporter is a span processor added here)."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
-        provider = current
-    else:
-        provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
-        trace.set_tracer_provider(provider)
-    for processor in processors or []:
-        provider.add_span_processor(processor)
+        return current
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    trace.set_tracer_provider(provider)
     return provider
 
 
