@@ -30,19 +30,16 @@ import threading
 import time
 from typing import Any
 
-import asyncpg
 import httpx
 from argon2 import PasswordHasher
 from shared import (
     BENCH_DIR,
-    DATABASE,
     HOST,
-    PG_PORT,
-    PG_SOCKET_DIR,
     ROOT,
     CpuMeter,
     cpu_seconds,
-    stack_pids,
+    service_pid,
+    superuser,
 )
 
 AUTH_URL = f"http://{HOST}:8101"
@@ -280,9 +277,7 @@ async def stored_hash_params(email: str) -> str | None:
     """Cross-check: the parameters the running auth service actually used for a bench user's
     hash (read-only, as the local superuser over the unix socket)."""
     try:
-        conn = await asyncpg.connect(
-            host=str(PG_SOCKET_DIR), port=PG_PORT, user="postgres", database=DATABASE, timeout=5
-        )
+        conn = await superuser(timeout=5)
     except Exception:  # noqa: BLE001
         return None
     try:
@@ -419,11 +414,6 @@ async def login_load(
 
 
 # -- the scenario -----------------------------------------------------------------------------
-
-
-def service_pid(name: str) -> int | None:
-    value = stack_pids().get(name)
-    return int(value) if value and value.isdigit() else None
 
 
 async def run_auth(cfg: argparse.Namespace, deadline) -> dict[str, Any]:  # noqa: ANN001

@@ -58,17 +58,16 @@ from shared import (
     HOST,
     KAFKA_PORT,
     PG_PORT,
-    PG_SOCKET_DIR,
     ROOT,
     SCHEMA,
-    WATCHED,
     CpuMeter,
     Deadline,
     _postgres_pids,
     cpu_seconds,
     paced,
     percentiles,
-    stack_pids,
+    service_pid,
+    superuser,
 )
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
@@ -113,12 +112,6 @@ def kafka_settings() -> BaseServiceSettings:
 
 def billing_settings() -> BillingSettings:
     return BillingSettings(db_pool_size=4, log_level="WARNING")
-
-
-async def superuser() -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=str(PG_SOCKET_DIR), port=PG_PORT, user="postgres", database=DATABASE, timeout=10
-    )
 
 
 def request_record(tenant: str, message_id: str, route: str, event_id: str, sent_at: float) -> bytes:
@@ -240,11 +233,6 @@ class ReplyTap:
 # -- the worker: pid, log, foreign load -------------------------------------------------------
 
 
-def worker_pid() -> int | None:
-    value = stack_pids((*WATCHED, WORKER)).get(WORKER)
-    return int(value) if value and value.isdigit() else None
-
-
 class WorkerWatch:
     """Did the billing worker restart, or log warnings/errors of its consumers, relay or Kafka
     client, while the scenario ran? (Its JSON log: .local/logs/billing-worker.log.)"""
@@ -252,14 +240,14 @@ class WorkerWatch:
     LEVEL = re.compile(rb'"level": "(WARNING|ERROR|CRITICAL)"')
 
     def __init__(self) -> None:
-        self.pid = worker_pid()
+        self.pid = service_pid(WORKER)
         try:
             self.offset = WORKER_LOG.stat().st_size
         except OSError:
             self.offset = None
 
     def verdict(self) -> dict[str, Any]:
-        pid = worker_pid()
+        pid = service_pid(WORKER)
         counts: Counter[str] = Counter()
         first: list[str] = []
         rotated = False
@@ -594,7 +582,7 @@ class Run:
         self.sessions = create_session_factory(self.engine, self.settings)
         self.producer = make_producer(kafka_settings())
         self.tap = ReplyTap(f"{self.tag}-billing-tap", self.tag)
-        self.worker_pid = worker_pid()
+        self.worker_pid = service_pid(WORKER)
         self.kafka_pid: int | None = None
         self.tenants: list[str] = []
         self.event_ids = 0

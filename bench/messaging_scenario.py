@@ -43,7 +43,7 @@ from billing_scenario import billing_settings, fund
 from common.contracts import topic_for
 from common.db import create_engine, create_session_factory
 from common.messaging.kafka import delete_topics, ensure_topics, make_consumer, make_producer
-from shared import DATABASE, HOST, PG_PORT, PG_SOCKET_DIR, Deadline, make_settings, stack_pids
+from shared import HOST, Deadline, make_settings, service_pid, superuser
 
 GATEWAY = f"http://{HOST}:8080"
 MESSAGING_API = f"http://{HOST}:8102"
@@ -75,10 +75,6 @@ def bulk_numbers(n: int) -> list[str]:
         if number[-4:] not in _RULED:
             out.append(number)
     return out
-
-
-async def superuser() -> asyncpg.Connection:
-    return await asyncpg.connect(host=str(PG_SOCKET_DIR), port=PG_PORT, user="postgres", database=DATABASE)
 
 
 async def new_tenant(client: httpx.AsyncClient, amount: int) -> tuple[str, str]:
@@ -218,8 +214,7 @@ async def drain(tenant: str, limit_s: float) -> dict[str, Any]:
 
 async def run_messaging(cfg: argparse.Namespace, deadline: Deadline) -> dict[str, Any]:
     out: dict[str, Any] = {"goals_from_issue": {"accept_per_s": GOAL_ACCEPT_PER_S, "bulk_delivered_s": GOAL_BULK_S}}
-    pids = stack_pids(("messaging-api", "messaging-worker", "billing-worker", "gateway"))
-    api_pid = int(pids["messaging-api"]) if str(pids.get("messaging-api", "")).isdigit() else None
+    api_pid = service_pid("messaging-api")
     async with httpx.AsyncClient(timeout=30) as client:
         log_step("messaging: tenants (registered through the gateway, funded through the ledger)")
         single_token, single_tenant = await new_tenant(client, 5_000_000)

@@ -45,7 +45,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from common.contracts import topic_for
 from common.contracts.envelope import EventEnvelope
 from common.contracts.registry import register
@@ -66,8 +65,6 @@ from shared import (
     ISOLATED,
     NOISY_OTHER_CORES,
     PACED,
-    PG_PORT,
-    PG_SOCKET_DIR,
     PHASE_SPAN,
     ROOT,
     SCHEMA,
@@ -80,6 +77,7 @@ from shared import (
     CpuMeter,
     Deadline,
     IsolatedItem,
+    as_pid,
     install_log_counter,
     is_client_problem,
     make_settings,
@@ -88,6 +86,7 @@ from shared import (
     percentiles,
     side_effect,
     stack_pids,
+    superuser,
 )
 from sqlalchemy import text
 
@@ -345,9 +344,7 @@ class ChildConsumer:
 
 
 async def ensure_role_and_schema() -> None:
-    conn = await asyncpg.connect(
-        host=str(PG_SOCKET_DIR), port=PG_PORT, user="postgres", database=DATABASE, timeout=10
-    )
+    conn = await superuser()
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SCHEMA):
             await conn.execute(f"CREATE ROLE {SCHEMA} LOGIN PASSWORD '{SCHEMA}'")
@@ -1214,8 +1211,7 @@ async def backbone_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> 
     deadline = Deadline(cfg.backbone_budget)
     bb: dict[str, Any] = result["scenarios"]["backbone"]
     watch = Disturbance()
-    kafka = watch.pids.get("kafka")
-    cfg.kafka_pid = int(kafka) if kafka and kafka.isdigit() else None
+    cfg.kafka_pid = as_pid(watch.pids.get("kafka"))
     event_type = f"{cfg.run_tag}.item.created.v1"
     register(event_type, BenchItem)
     topic = topic_for(event_type)
@@ -1326,12 +1322,9 @@ async def billing_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> N
 
     t0 = time.monotonic()
     watch = Disturbance()
-    kafka = watch.pids.get("kafka")
     try:
         await ensure_role_and_schema()
-        bl = await run_billing(
-            cfg, Deadline(cfg.billing_budget), int(kafka) if kafka and kafka.isdigit() else None
-        )
+        bl = await run_billing(cfg, Deadline(cfg.billing_budget), as_pid(watch.pids.get("kafka")))
     except Exception as exc:  # noqa: BLE001
         log.exception("billing scenario failed")
         result["errors"].append(f"billing: {exc!r}")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from common.contracts.base import Payload
 from common.settings import BaseServiceSettings
 from sqlalchemy import text
@@ -273,6 +274,23 @@ def stack_pids(names: tuple[str, ...] = WATCHED) -> dict[str, str]:
         if m and m.group(1) in names:
             pids[m.group(1)] = m.group(3) or m.group(2)
     return pids
+
+
+def as_pid(value: str | None) -> int | None:
+    """A pid from stack_pids() (which gives the status instead when there is none)."""
+    return int(value) if value and value.isdigit() else None
+
+
+def service_pid(name: str) -> int | None:
+    """The pid of one program of the stack (`devstack.py status`), None when it is not running."""
+    return as_pid(stack_pids((name,)).get(name))
+
+
+async def superuser(timeout: float = 10) -> asyncpg.Connection:
+    """The local superuser over the unix socket: one-off setup and read-only cross-checks."""
+    return await asyncpg.connect(
+        host=str(PG_SOCKET_DIR), port=PG_PORT, user="postgres", database=DATABASE, timeout=timeout
+    )
 
 
 # -- CPU accounting (Linux /proc) -------------------------------------------------------------
