@@ -365,7 +365,7 @@ class Lane:
             still_ours = await repo.schedule_retry(
                 session, [(o.message.id, o.message.attempts, o.delay_s) for o in retries]
             )
-            await repo.add_history(
+            await st.record_history(
                 session, [(o.message.id, st.QUEUED, o.detail) for o in retries if o.message.id in still_ours]
             )
             if self.redact is not None:

@@ -124,10 +124,6 @@ _RETRY = text(
     RETURNING m.id
     """
 )
-_HISTORY = text(
-    "INSERT INTO message_status_history (message_id, status, detail) "
-    "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:details AS text[]))"
-)
 _SET_BODIES = text(
     """
     UPDATE messages m SET body = r.body
@@ -170,15 +166,6 @@ async def schedule_retry(
         {"ids": [r[0] for r in retries], "attempts": [r[1] for r in retries], "delays": [r[2] for r in retries]},
     )
     return {row.id for row in result}
-
-
-async def add_history(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, str, str]]) -> None:
-    """History rows (message id, status, detail) for decisions that do not move the status."""
-    if rows:
-        await session.execute(
-            _HISTORY,
-            {"ids": [r[0] for r in rows], "statuses": [r[1] for r in rows], "details": [r[2][:500] for r in rows]},
-        )
 
 
 async def set_bodies(session: AsyncSession, bodies: Sequence[tuple[uuid.UUID, str]]) -> None:

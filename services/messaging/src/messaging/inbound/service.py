@@ -291,7 +291,7 @@ async def receive(
             raise RuntimeError("an inbound message conflicted with a key that names no message")
         return Received(existing.id, existing.conversation_id, created=False)
     detail = f"received from {provider}" if provider else "received through the API"
-    await st.record_created(session, [message_id], st.RECEIVED, f"{detail}{note}"[:500])
+    await st.record_created(session, [message_id], st.RECEIVED, f"{detail}{note}")
     await emit(
         session,
         MessageReceivedV1(

@@ -166,13 +166,19 @@ async def record_created(
     session: AsyncSession, message_ids: Sequence[uuid.UUID], status: str, detail: str | None = None
 ) -> None:
     """The first history row of new messages (`queued`, `received`, or `rejected` at once)."""
-    if message_ids:
+    await record_history(session, [(message_id, status, detail) for message_id in message_ids])
+
+
+async def record_history(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, str, str | None]]) -> None:
+    """History rows (message id, status, detail) for what does not move a status: the first row
+    of new messages, a retry the dispatcher scheduled."""
+    if rows:
         await session.execute(
             _HISTORY,
             {
-                "ids": list(message_ids),
-                "statuses": [status] * len(message_ids),
-                "details": [detail] * len(message_ids),
+                "ids": [r[0] for r in rows],
+                "statuses": [r[1] for r in rows],
+                "details": [r[2][:500] if r[2] else r[2] for r in rows],
             },
         )
 
