@@ -72,8 +72,8 @@ async def ensure_topics(
     """Create the topics (and their `.dlq`) that are missing; returns those it created."""
     wanted = set(topics) | ({dlq_topic(t) for t in topics} if with_dlq else set())
     admin = make_admin(settings)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = sorted(wanted - existing)
         if missing:
@@ -91,8 +91,8 @@ async def ensure_topics(
 async def delete_topics(settings: BaseServiceSettings, topics: list[str]) -> None:
     """Delete topics and their DLQs (tests clean up the scratch topics they made)."""
     admin = make_admin(settings)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         doomed = [t for t in {*topics, *(dlq_topic(t) for t in topics)} if t in existing]
         if doomed:
@@ -109,11 +109,12 @@ class KafkaProbe:
         self._admin: AIOKafkaAdminClient | None = None
 
     async def check(self, timeout: float = 2.0) -> None:
-        if self._admin is None:
-            admin = make_admin(self._settings)
-            await asyncio.wait_for(admin.start(), timeout)
-            self._admin = admin
         try:
+            if self._admin is None:
+                # Held before it has started, so a start that fails (every probe while the
+                # broker is down) is closed below instead of leaking its connections.
+                self._admin = make_admin(self._settings)
+                await asyncio.wait_for(self._admin.start(), timeout)
             await asyncio.wait_for(self._admin.describe_cluster(), timeout)
         except Exception:
             await self.close()
