@@ -38,6 +38,7 @@ from shared import (
     ROOT,
     CpuMeter,
     cpu_seconds,
+    percentiles,
     service_pid,
     superuser,
 )
@@ -61,23 +62,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def ms_stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"count": 0}
-    s = sorted(values)
-
-    def rank(q: float) -> float:
-        return round(s[min(len(s) - 1, max(0, int(-(-q * len(s) // 1)) - 1))] * 1000, 2)
-
-    return {
-        "count": len(s),
-        "p50_ms": rank(0.5),
-        "p95_ms": rank(0.95),
-        "p99_ms": rank(0.99),
-        "max_ms": round(s[-1] * 1000, 2),
-    }
 
 
 def loop_http_options() -> list[str]:
@@ -402,7 +386,7 @@ async def login_load(
         "logins": ok,
         "logins_per_s": round(ok / elapsed, 1) if elapsed > 0 else None,
         "statuses": statuses,
-        "latency": ms_stats(latencies),
+        "latency": percentiles(latencies),
         "cpu_cores_busy": cpu_busy,
     }
     if cpu0 is not None and cpu1 is not None and elapsed > 0:

@@ -64,6 +64,7 @@ from shared import (
     Deadline,
     _postgres_pids,
     cpu_seconds,
+    latency_by_second,
     paced,
     percentiles,
     service_pid,
@@ -670,7 +671,9 @@ class Run:
         }
         if pacing is not None:
             out["pacing"] = pacing
-            out["latency_by_second"] = by_second(sent, replies, t0)
+            out["latency_by_second"] = latency_by_second(
+                ((sent[m], arrival) for m, (arrival, _, _) in replies.items() if m in sent), t0
+            )
         if got:
             out["billing_worker_cpu_ms_per_hold"] = round(worker_cpu / got * 1000, 3)
             out["billing_postgres_cpu_ms_per_hold"] = round(pg_cpu / got * 1000, 3)
@@ -955,20 +958,6 @@ def _pg_cpu(role: str) -> dict[int, float]:
         for pid, kind in _postgres_pids((role,)).items()
         if kind == f"postgres_{role}"
     }
-
-
-def by_second(sent: dict[str, float], replies: dict[str, tuple[float, str, float]], t0: float) -> list[dict[str, Any]]:
-    buckets: dict[int, list[float]] = {}
-    for mid, (arrival, _, _) in replies.items():
-        if mid in sent:
-            buckets.setdefault(int(sent[mid] - t0), []).append(arrival - sent[mid])
-    out = []
-    for second in sorted(buckets):
-        p = percentiles(buckets[second])
-        out.append(
-            {"second": second, "count": p["count"], "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "max_ms": p["max_ms"]}
-        )
-    return out
 
 
 async def run_billing(cfg: argparse.Namespace, deadline: Deadline, kafka_pid: int | None) -> dict[str, Any]:

@@ -80,6 +80,7 @@ from shared import (
     as_pid,
     install_log_counter,
     is_client_problem,
+    latency_by_second,
     make_settings,
     noop_handler,
     paced,
@@ -159,19 +160,8 @@ class Collector:
         return [at - sent for sent, at in self.phases[phase].seen.values()]
 
     def by_second(self, phase: int) -> list[dict[str, Any]]:
-        """Latency per second of the phase (by send time): is the tail one stall or spread?"""
         stats = self.phases[phase]
-        buckets: dict[int, list[float]] = {}
-        for sent, at in stats.seen.values():
-            buckets.setdefault(int(sent - stats.started_at), []).append(at - sent)
-        out = []
-        for second in sorted(buckets):
-            p = percentiles(buckets[second])
-            out.append(
-                {"second": second, "count": p["count"], "p50_ms": p["p50_ms"],
-                 "p99_ms": p["p99_ms"], "max_ms": p["max_ms"]}
-            )
-        return out
+        return latency_by_second(stats.seen.values(), stats.started_at)
 
 
 def batch_stats(batches: list[tuple[float, int, float]], start: float, end: float | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,24 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
         "p99_ms": rank(0.99),
         "max_ms": round(s[-1] * 1000, 3),
     }
+
+
+def latency_by_second(
+    samples: Iterable[tuple[float, float]], t0: float
+) -> list[dict[str, float | int | None]]:
+    """Latency per second of a phase, by send time, from (sent, arrived) pairs (time.time(), t0
+    the phase's start): is the tail one stall or spread?"""
+    buckets: dict[int, list[float]] = {}
+    for sent, arrived in samples:
+        buckets.setdefault(int(sent - t0), []).append(arrived - sent)
+    out = []
+    for second in sorted(buckets):
+        p = percentiles(buckets[second])
+        out.append(
+            {"second": second, "count": p["count"], "p50_ms": p["p50_ms"],
+             "p99_ms": p["p99_ms"], "max_ms": p["max_ms"]}
+        )
+    return out
 
 
 async def paced(
