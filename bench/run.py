@@ -85,6 +85,7 @@ from shared import (
     noop_handler,
     paced,
     percentiles,
+    raw_fetch,
     side_effect,
     stack_pids,
     superuser,
@@ -441,17 +442,12 @@ def machine_info() -> dict[str, Any]:
 
 
 async def raw_consume(consumer, collector: Collector, stop: asyncio.Event, hard_end: float) -> None:  # noqa: ANN001
-    """Same-process raw consumer: identical to worker_proc.run_raw's loop."""
+    """Same-process raw consumer: the loop of worker_proc.run_raw, recording in place."""
     while not stop.is_set() and time.monotonic() < hard_end:
-        batches = await consumer.getmany(timeout_ms=100, max_records=500)
-        now = time.time()
-        received = 0
-        for records in batches.values():
-            for record in records:
-                data = json.loads(record.value)["data"]
-                collector.record(data["seq"], data["sentAt"], now)
-                received += 1
-        if received:
+        now, seen = await raw_fetch(consumer)
+        for seq, sent_at in seen:
+            collector.record(seq, sent_at, now)
+        if seen:
             await consumer.commit()
 
 

@@ -104,6 +104,19 @@ HANDLER_HELP = (
 )
 
 
+async def raw_fetch(consumer) -> tuple[float, list[tuple[int, float]]]:  # noqa: ANN001
+    """One fetch of the raw baseline's consumer, the same in the child (worker_proc.py) and in
+    the one-process run: when it returned, and the (seq, sent_at) of its records."""
+    batches = await consumer.getmany(timeout_ms=100, max_records=500)
+    now = time.time()
+    seen = []
+    for records in batches.values():
+        for record in records:
+            data = json.loads(record.value)["data"]
+            seen.append((data["seq"], data["sentAt"]))
+    return now, seen
+
+
 # -- figures and pacing (used by every scenario) -------------------------------------------
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from shared import (
     install_log_counter,
     make_settings,
     noop_handler,
+    raw_fetch,
     report,
     side_effect,
     side_effects,
@@ -61,13 +61,7 @@ async def run_raw(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float)
     report("READY")
     try:
         while not stop.is_set() and time.monotonic() < hard_end:
-            batches = await consumer.getmany(timeout_ms=100, max_records=500)
-            now = time.time()
-            seen = []
-            for records in batches.values():
-                for record in records:
-                    data = json.loads(record.value)["data"]
-                    seen.append((data["seq"], data["sentAt"]))
+            now, seen = await raw_fetch(consumer)
             if seen:
                 report("H", now, seen)
                 await consumer.commit()
