@@ -170,12 +170,13 @@ async def run_wrk(
         "wrk", f"-t{cfg.wrk_threads}", f"-c{cfg.wrk_connections}", f"-d{cfg.wrk_seconds}s",
         "--timeout", "5s", "--latency", "-H", f"Authorization: Bearer {token}", *extra, url,
     ]
+    # Every baseline before wrk starts: CpuMeter walks /proc, which is no work for the window.
     cpu0 = cpu_seconds(pid)
+    meter = CpuMeter({"server": pid})
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    meter = CpuMeter({"server": pid})
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), cfg.wrk_seconds + 20)
     except TimeoutError:
