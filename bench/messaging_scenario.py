@@ -33,6 +33,7 @@ import random
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -223,20 +224,23 @@ async def run_messaging(cfg: argparse.Namespace, deadline: Deadline) -> dict[str
         log_step(f"messaging: raw Kafka baseline ({cfg.messaging_bulk} records)")
         out["raw_kafka"] = await raw_kafka(cfg.messaging_bulk, 700, deadline)
 
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(LUA)
-        extra = ("-s", script.name)
-        bare = Server("bare", "apps:create_bare_app")
-        log_step("messaging: bare uvicorn baseline (wrk POST /send)")
-        await bare.start(client, 20)
-        try:
-            out["bare"] = await run_wrk(cfg, f"{bare.url}/send", single_token, bare.proc.pid, extra)
-        finally:
-            await bare.stop()
-        log_step("messaging: single sends through the gateway (wrk)")
-        out["single_gateway"] = await run_wrk(cfg, f"{GATEWAY}{SEND}", single_token, api_pid, extra)
-        log_step("messaging: single sends straight to messaging-api (wrk)")
-        out["single_direct"] = await run_wrk(cfg, f"{MESSAGING_API}{SEND}", single_token, api_pid, extra)
+        with tempfile.TemporaryDirectory(prefix="bench-messaging-") as tmp:
+            script = Path(tmp) / "send.lua"
+            script.write_text(LUA)
+            extra = ("-s", str(script))
+            bare = Server("bare", "apps:create_bare_app")
+            log_step("messaging: bare uvicorn baseline (wrk POST /send)")
+            await bare.start(client, 20)
+            try:
+                out["bare"] = await run_wrk(cfg, f"{bare.url}/send", single_token, bare.proc.pid, extra)
+            finally:
+                await bare.stop()
+            log_step("messaging: single sends through the gateway (wrk)")
+            out["single_gateway"] = await run_wrk(cfg, f"{GATEWAY}{SEND}", single_token, api_pid, extra)
+            log_step("messaging: single sends straight to messaging-api (wrk)")
+            out["single_direct"] = await run_wrk(
+                cfg, f"{MESSAGING_API}{SEND}", single_token, api_pid, extra
+            )
         log_step("messaging: waiting for the single sends to finish their saga")
         out["single_drain"] = await drain(single_tenant, min(120.0, deadline.remaining() - 60))
 
