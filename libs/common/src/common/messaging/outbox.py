@@ -19,16 +19,19 @@ _INSERT = text(
 )
 
 
-def _envelope(session: AsyncSession, payload: BaseModel, subject: str, tenant_id: str | None) -> EventEnvelope:
-    return EventEnvelope(
-        source=session.info.get("source", "/switchboard/unknown"),
-        type=type_of(payload),
-        subject=subject,
-        tenantid=tenant_id,
-        traceparent=current_traceparent(),
-        requestid=request_id_var.get(),
-        data=payload,
-    )
+def _context(session: AsyncSession, tenant_id: str | None) -> dict[str, str | None]:
+    """The attributes every event of one call shares, read once per call, not once per event
+    (the traceparent alone is a sixth of an envelope's cost in a bulk send)."""
+    return {
+        "source": session.info.get("source", "/switchboard/unknown"),
+        "tenantid": tenant_id,
+        "traceparent": current_traceparent(),
+        "requestid": request_id_var.get(),
+    }
+
+
+def _envelope(context: dict[str, str | None], payload: BaseModel, subject: str) -> EventEnvelope:
+    return EventEnvelope(type=type_of(payload), subject=subject, data=payload, **context)
 
 
 def _row(envelope: EventEnvelope) -> dict:
@@ -51,7 +54,8 @@ def outbox_rows(
     that inserts them in its own statement (a data-modifying CTE next to the state change).
     Each row: `id` (event_id), `type` (event_type), `topic`, `key`, `env` (the envelope JSON,
     to be cast to jsonb). Insert them in the list's order, in the caller's transaction."""
-    return [_row(_envelope(session, payload, subject, tenant_id)) for payload, subject in events]
+    context = _context(session, tenant_id)
+    return [_row(_envelope(context, payload, subject)) for payload, subject in events]
 
 
 async def emit(
@@ -62,7 +66,7 @@ async def emit(
     tenant_id: str | None = None,
 ) -> EventEnvelope:
     """Add an event to the outbox inside the caller's transaction; the relay publishes it later."""
-    envelope = _envelope(session, payload, subject, tenant_id)
+    envelope = _envelope(_context(session, tenant_id), payload, subject)
     await session.execute(_INSERT, _row(envelope))
     return envelope
 
@@ -75,7 +79,8 @@ async def emit_many(
 ) -> list[EventEnvelope]:
     """Add many events (payload, subject) in one round trip: for bulk writes such as a send
     to thousands of recipients."""
-    envelopes = [_envelope(session, payload, subject, tenant_id) for payload, subject in events]
+    context = _context(session, tenant_id)
+    envelopes = [_envelope(context, payload, subject) for payload, subject in events]
     if envelopes:
         await session.execute(_INSERT, [_row(e) for e in envelopes])
     return envelopes
