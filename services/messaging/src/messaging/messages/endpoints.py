@@ -7,26 +7,19 @@ from typing import Annotated
 
 from common import idempotency
 from common.api import Envelope, Page, Pagination, ok, paginate
-from common.app import app_settings
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from common.errors import Unprocessable
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from messaging.deps import OptionalIdempotencyKey, SettingsDep
 from messaging.messages import service
 from messaging.messages.schemas import MessageCreate, MessageDetail, MessageQueued, MessageRead
-from messaging.settings import MessagingSettings
 from messaging.sms import service as sms
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
-
-
-SettingsDep = Annotated[MessagingSettings, Depends(app_settings)]
-OptionalIdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
-]
 Direction = Annotated[str | None, Query(max_length=40, description="INBOUND or OUTBOUND (any case)")]
 Status = Annotated[
     str | None,

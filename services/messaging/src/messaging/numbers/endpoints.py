@@ -4,14 +4,13 @@ admins add and remove them."""
 from typing import Annotated
 
 from common.api import Envelope, Page, Pagination, ok, paginate
-from common.app import app_settings
 from common.auth import CurrentPrincipal, Principal, require_roles
 from common.db.session import SessionDep
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
+from messaging.deps import SettingsDep
 from messaging.numbers import service
 from messaging.numbers.schemas import NumberCreate, NumberRead
-from messaging.settings import MessagingSettings
 
 router = APIRouter(prefix="/api/v1/sms/numbers", tags=["sms numbers"])
 
@@ -30,7 +29,7 @@ async def add_number(
     body: NumberCreate,
     principal: Manager,
     session: SessionDep,
-    settings: Annotated[MessagingSettings, Depends(app_settings)],
+    settings: SettingsDep,
 ):
     """Register a number you own at a provider (E.164): you may send from it, and SMS to it
     are yours. 409 if any tenant already has it."""

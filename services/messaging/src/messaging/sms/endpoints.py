@@ -5,16 +5,15 @@ from typing import Annotated
 
 from common import idempotency
 from common.api import Envelope, Page, PageParams, Pagination, ok, paginate
-from common.app import app_settings
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
+from messaging.deps import OptionalIdempotencyKey, SettingsDep
 from messaging.messages import service as messages
-from messaging.messages.endpoints import Direction, OptionalIdempotencyKey, Since, Status, Until
+from messaging.messages.endpoints import Direction, Since, Status, Until
 from messaging.messages.schemas import MessageRead
-from messaging.settings import MessagingSettings
 from messaging.sms import service
 from messaging.sms.schemas import SeedSendSms, SendResult, SmsSend
 
@@ -22,10 +21,6 @@ router = APIRouter(prefix="/api/v1/sms", tags=["sms"])
 seed_router = APIRouter(prefix="/api", tags=["sms (seed 003)"])
 
 SEED_SENT = "SMS sent successfully"
-
-
-
-SettingsDep = Annotated[MessagingSettings, Depends(app_settings)]
 
 
 def _conversation_page(
