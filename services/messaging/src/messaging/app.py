@@ -1,15 +1,27 @@
 """messaging API process: `uvicorn messaging.app:create_app --factory`."""
 
+from contextlib import AsyncExitStack
+
 from common.app import create_service_app
 from fastapi import FastAPI
 
 from messaging.contacts.endpoints import router as contacts_router
 from messaging.inbound.endpoints import router as inbound_router
+from messaging.inbound.service import webhook_providers
 from messaging.messages.endpoints import router as messages_router
 from messaging.numbers.endpoints import router as numbers_router
 from messaging.settings import MessagingSettings
 from messaging.sms.endpoints import router as sms_router
 from messaging.sms.endpoints import seed_router as sms_seed_router
+
+
+async def _startup(app: FastAPI) -> AsyncExitStack:
+    """The providers whose webhooks the API verifies, built once and closed at shutdown."""
+    providers = app.state.sms_webhook_providers = webhook_providers(app.state.settings)
+    closing = AsyncExitStack()
+    for provider in providers.values():
+        closing.push_async_callback(provider.aclose)
+    return closing
 
 
 def create_app(settings: MessagingSettings | None = None) -> FastAPI:
@@ -18,4 +30,5 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         title="Switchboard messaging",
         description="Contacts, SMS/WhatsApp messages, conversations, templates, provider webhooks, number orders.",
         routers=[sms_router, sms_seed_router, numbers_router, messages_router, contacts_router, inbound_router],
+        on_startup=[_startup],
     )

@@ -17,11 +17,7 @@ router = APIRouter(tags=["inbound"])
 
 
 def _provider(request: Request, name: str) -> SmsProvider:
-    state = request.app.state
-    providers = getattr(state, "sms_webhook_providers", None)
-    if providers is None:  # built on first use: only verification and parsing are used here
-        providers = state.sms_webhook_providers = service.webhook_providers(state.settings)
-    provider = providers.get(name)
+    provider = request.app.state.sms_webhook_providers.get(name)  # built at startup (messaging.app)
     if provider is None:
         service.WEBHOOKS.labels("unknown", "unknown_provider").inc()
         raise service.UnknownProvider()
