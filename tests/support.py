@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import stripe
-from common.db import create_engine
+from common.db import create_engine, create_session_factory
+from common.settings import BaseServiceSettings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,23 @@ async def rollback_session(settings) -> AsyncIterator[AsyncSession]:  # noqa: AN
         await engine.dispose()
 
 
+def sessions_fixture(settings: Callable[[], BaseServiceSettings]):  # noqa: ANN201
+    """A module-scoped `sessions` fixture: a session factory on the service's real schema (what
+    a test commits is kept), its engine disposed after the module. In a test module:
+    `sessions = sessions_fixture(lambda: BillingSettings(db_pool_size=4))`."""
+
+    @pytest.fixture(scope="module")
+    async def sessions():  # noqa: ANN202
+        config = settings()
+        engine = create_engine(config)
+        try:
+            yield create_session_factory(engine, config)
+        finally:
+            await engine.dispose()
+
+    return sessions
+
+
 AUTH_DIRECT = "http://127.0.0.1:8101"
 
 
@@ -100,8 +120,6 @@ class EventTap:
         self.seen: list[dict] = []
 
     async def __aenter__(self) -> EventTap:
-        import uuid
-
         from common.messaging.kafka import make_consumer
         from common.settings import BaseServiceSettings
 
@@ -119,10 +137,6 @@ class EventTap:
         await self.consumer.stop()
 
     async def find(self, predicate, timeout: float = 20.0) -> dict:  # noqa: ANN001
-        import asyncio
-        import json
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in self.seen:
