@@ -19,6 +19,7 @@ from common.messaging.kafka import (
     producer_config,
 )
 from common.messaging.relay import OutboxRelay
+from common.observability import metrics
 from common.settings import BaseServiceSettings
 from sqlalchemy import text
 
@@ -134,7 +135,13 @@ async def test_outbox_events_are_consumed_exactly_once_even_when_redelivered(
     finally:
         await consumer.stop()
         await producer.stop()
-    await asyncio.sleep(3)
+    # Wait until the consumer has really seen every copy (a fixed sleep would pass just as well
+    # if it had seen none of them).
+    duplicates = metrics.EVENTS_CONSUMED.labels(f"g-{contract.type}", contract.type, "duplicate")
+    deadline = time.monotonic() + 60
+    while duplicates._value.get() < 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert duplicates._value.get() >= 200  # (a rebalance may redeliver originals too)
     assert await effects(bb_sessions, contract) == (200, 200)
 
 
