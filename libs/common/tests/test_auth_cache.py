@@ -1,5 +1,6 @@
 """The verified-token cache never outlives the token or its signing key."""
 
+import asyncio
 import time
 import uuid
 
@@ -40,6 +41,6 @@ async def test_a_cached_token_still_expires():
     verifier, key = make_verifier()
     t = token(key, exp_in=-4)  # expired, but within the verifier's 5 s leeway
     await verifier.verify(t)
-    time.sleep(1.5)  # now past the leeway too: the cache must not keep it alive
+    await asyncio.sleep(1.5)  # now past the leeway too: the cache must not keep it alive
     with pytest.raises(Unauthorized):
         await verifier.verify(t)
