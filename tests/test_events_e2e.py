@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
-from tests.support import LOGS, superuser_conn
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import LOGS, devstack, superuser_conn
 
 
 def ctl(*args: str) -> str:
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/devstack.py"), "ctl", *args],
-        capture_output=True, text=True,
-    )
+    """`devstack.py ctl ...`, unchecked (supervisorctl calls starting a running program an
+    error): what it said."""
+    r = devstack("ctl", *args, check=False)
     return r.stdout + r.stderr
 
 
