@@ -351,3 +351,17 @@ async def test_an_expired_otp_fails_unsent_and_one_that_would_expire_while_waiti
     assert (await history(sessions, ids[1]))[-1][1].startswith("expired before it could be sent (last attempt:")
     sent = [m for m in (await sim(simulator, "GET", "/_sim/messages")).json()["messages"] if m["to"] in (late, down)]
     assert sent == []
+
+
+async def test_a_throttled_message_waits_at_least_as_long_as_the_provider_asked(sessions, route, simulator):
+    """The simulator throttles numbers ending in 0005 with `retryAfter` 1 s; the base backoff
+    here is 0.2 s, so the retry is scheduled by the provider's Retry-After, through the router."""
+    [mid] = await add(sessions, route, numbers(1, "0005"))
+    lane = Lane(SETTINGS, sessions, router(simulator), route=route, concurrency=2)
+
+    async def retried():
+        return [d for s, d in await history(sessions, mid) if s == "queued"]
+
+    [first, *_] = await run_lane(lane, retried)
+    assert first.startswith("attempt 1: router: no provider took the message for US: simulator (unavailable)")
+    assert first.endswith("next attempt in 1s"), first

@@ -286,6 +286,20 @@ async def test_when_every_provider_fails_each_message_of_a_batch_waits_for_a_ret
         assert [(a.provider, a.outcome) for a in o.attempts] == [("a", "unavailable"), ("b", "unavailable")]
 
 
+async def test_a_wait_every_provider_asked_for_travels_with_the_retry(router, sim_a, sim_b, new_phone):
+    throttled, down = new_phone(), new_phone()
+    for sim in (sim_a, sim_b):
+        await sim.rule(throttled, "throttle")  # retryable, retryAfter 1
+    await sim_b.rule(down, "throttle")
+    await sim_a.rule(down, "outage")  # retryable, no wait given
+    waited, unknown = await router.send_many(batch(throttled, down))
+    assert isinstance(waited, NoProviderAvailable) and waited.retry_after_s == 1
+    assert isinstance(unknown, NoProviderAvailable) and unknown.retry_after_s is None
+    with pytest.raises(NoProviderAvailable) as caught:
+        await router.send(throttled, "hi", ref())
+    assert caught.value.retry_after_s == 1
+
+
 async def test_a_batch_fails_over_per_message_to_sns_which_sends_one_by_one(sim_a, moto, new_phone):
     """SNS has no batch call: the default send_many publishes each message."""
     from messaging.providers.sns import SnsProvider

@@ -151,6 +151,7 @@ class Attempt:
     provider: str
     outcome: str  # unavailable | skipped
     error: str | None = None
+    retry_after_s: float | None = None  # unavailable: the provider's Retry-After, if it gave one
 
 
 @dataclass(frozen=True)
@@ -161,14 +162,20 @@ class Dispatched:
 
 
 class NoProviderAvailable(ProviderUnavailable):
-    """Every provider of the route failed or has an open breaker; retry the message later."""
+    """Every provider of the route failed or has an open breaker; retry the message later.
+
+    `retry_after_s`: when every provider called asked for a wait (Retry-After), the shortest of
+    them (none sooner could take the message); otherwise None."""
 
     def __init__(self, country: str, attempts: Sequence[Attempt], *, maybe_sent: bool = False) -> None:
         self.country = country
         self.attempts = tuple(attempts)
         tried = ", ".join(f"{a.provider} ({a.outcome})" for a in attempts) or "none configured"
+        waits = [a.retry_after_s for a in self.attempts if a.outcome == "unavailable"]
         super().__init__(
-            "router", f"no provider took the message for {country}: {tried}", code="NO_PROVIDER", maybe_sent=maybe_sent
+            "router", f"no provider took the message for {country}: {tried}", code="NO_PROVIDER",
+            retry_after_s=min(waits) if waits and None not in waits else None,  # type: ignore[type-var]
+            maybe_sent=maybe_sent,
         )
 
 
@@ -224,7 +231,7 @@ class Router:
             except ProviderUnavailable as exc:
                 breaker.record_failure()
                 PROVIDER_SENDS.labels(name, "unavailable").inc()
-                attempts.append(Attempt(name, "unavailable", str(exc)))
+                attempts.append(Attempt(name, "unavailable", str(exc), exc.retry_after_s))
                 maybe_sent |= exc.maybe_sent
                 log.warning(
                     "sms provider unavailable, failing over",
@@ -308,7 +315,7 @@ class Router:
         except ProviderUnavailable as exc:
             breaker.record_failure()
             PROVIDER_SENDS.labels(name, "unavailable").inc(len(chunk))
-            failed = Attempt(name, "unavailable", str(exc))
+            failed = Attempt(name, "unavailable", str(exc), exc.retry_after_s)
             for i in chunk:
                 attempts[i].append(failed)
                 if exc.maybe_sent:
@@ -332,7 +339,7 @@ class Router:
                 outcomes[i] = result
             else:  # ProviderUnavailable for this message alone
                 tally["unavailable"] += 1
-                attempts[i].append(Attempt(name, "unavailable", str(result)))
+                attempts[i].append(Attempt(name, "unavailable", str(result), result.retry_after_s))
                 if result.maybe_sent:
                     maybe_sent.add(i)
                 left.append(i)
