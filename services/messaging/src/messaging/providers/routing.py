@@ -12,7 +12,7 @@ list in order:
 - if every candidate failed or was skipped: `NoProviderAvailable` (itself a
   `ProviderUnavailable`, so the caller retries the message later).
 
-`send_many` does the same for a batch of messages, per message: the messages are grouped by
+`send_many` does the same for a batch of messages, per message (`send` is `send_many` of one): the messages are grouped by
 their route, each group goes to its first provider in calls of at most the provider's
 `max_batch` (`SmsProvider.send_many`, one request per call for the HTTP gateway), and only the
 messages that came back unavailable (one by one, or the whole call) go on to the next provider.
@@ -214,41 +214,13 @@ class Router:
     async def send(
         self, to: str, text: str, client_ref: str, sender: str | None = None
     ) -> Dispatched:
-        """Send through the first provider of the route that takes the message.
+        """Send one message: `send_many` of one, its outcome raised when it is an error.
 
         Raises `ProviderRejected` (permanent) or `NoProviderAvailable` (retry later)."""
-        country, names = self.candidates(to)
-        attempts: list[Attempt] = []
-        maybe_sent = False
-        for name in names:
-            breaker = self.breakers[name]
-            if not breaker.try_acquire():
-                PROVIDER_SENDS.labels(name, "skipped").inc()
-                attempts.append(Attempt(name, "skipped", f"breaker {breaker.state}"))
-                continue
-            try:
-                result = await self.providers[name].send(to, text, client_ref, sender)
-            except ProviderUnavailable as exc:
-                breaker.record_failure()
-                PROVIDER_SENDS.labels(name, "unavailable").inc()
-                attempts.append(Attempt(name, "unavailable", str(exc), exc.retry_after_s))
-                maybe_sent |= exc.maybe_sent
-                log.warning(
-                    "sms provider unavailable, failing over",
-                    extra={"provider": name, "error": str(exc), "client_ref": client_ref},
-                )
-                continue
-            except ProviderRejected:
-                breaker.record_success()  # it answered: the provider is fine, the message is not
-                PROVIDER_SENDS.labels(name, "rejected").inc()
-                raise
-            except BaseException:
-                breaker.release()
-                raise
-            breaker.record_success()
-            PROVIDER_SENDS.labels(name, "accepted" if result.accepted else "not_accepted").inc()
-            return Dispatched(provider=name, result=result, attempts=tuple(attempts))
-        raise NoProviderAvailable(country, attempts, maybe_sent=maybe_sent)
+        [outcome] = await self.send_many([OutboundSms(to, text, client_ref, sender)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def send_many(
         self, messages: Sequence[OutboundSms]
