@@ -33,7 +33,7 @@ from messaging.providers.registry import build_provider
 from messaging.settings import MessagingSettings
 from messaging.sms import optout, segments
 from messaging.sms import status as st
-from messaging.sms.service import UuidReused
+from messaging.sms.service import MAX_SEGMENTS, UuidReused
 
 log = logging.getLogger("messaging.inbound")
 
@@ -43,7 +43,6 @@ STORED_HEADERS = ("content-type", "content-length", "user-agent", "x-signature",
 MAX_BODY_CHARS = segments.MAX_CHARS
 # Not even built for webhooks (SNS reports only to CloudWatch; its client is slow to make).
 NEVER_CALLS_BACK = frozenset({"sns"})
-MAX_SEGMENTS = 10  # the messages table's limit; an inbound message is not billed, so it is a count only
 
 WEBHOOKS = Counter(
     "sb_sms_webhooks_total",
@@ -328,7 +327,8 @@ async def receive_from_api(session: AsyncSession, tenant_id: uuid.UUID, data: Re
 
 
 def _fit(text: str, *, strict: bool) -> tuple[str, str, int, str]:
-    """(body, encoding, segments, a note for the history) of a received text."""
+    """(body, encoding, segments, a note for the history) of a received text. The segment count
+    is capped at the table's limit: an inbound message is not billed, so it is a count only."""
     if strict:
         info = segments.analyse(text)  # 422 EMPTY_MESSAGE, MESSAGE_TOO_LONG, INVALID_SMS_TEXT
         return text, info.encoding, min(info.segments, MAX_SEGMENTS), ""
