@@ -14,7 +14,9 @@ class UserRepository:
         return await self.session.get(User, user_id)
 
     async def by_email(self, email: str) -> User | None:
-        return await self.session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+        # Every writer stores emails lower-cased, so the unique index on `email` answers this;
+        # comparing lower(email) would scan the whole table on every login.
+        return await self.session.scalar(select(User).where(User.email == email.lower()))
 
     async def by_phone(self, phone: str) -> User | None:
         return await self.session.scalar(select(User).where(User.phone == phone))
