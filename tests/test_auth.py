@@ -394,7 +394,12 @@ async def test_only_platform_admins_list_users_with_filters_and_pages(gateway):
     page = r.json()["data"]
     assert page["total"] == 1 and page["items"][0]["email"] == plain["email"] and page["totalPages"] == 1
     admins = await gateway.get("/api/v1/admin/users", params={"isAdmin": "true", "limit": 100}, headers=bearer(admin["accessToken"]))
-    assert all(u["isPlatformAdmin"] for u in admins.json()["data"]["items"])
+    listed = admins.json()["data"]["items"]
+    assert admin["user"]["id"] in [u["id"] for u in listed] and all(u["isPlatformAdmin"] for u in listed)
+    for wildcard in ("_", "%"):  # matched as themselves, not as LIKE wildcards
+        blurred = plain["email"][:4] + wildcard + plain["email"][5:]
+        r = await gateway.get("/api/v1/admin/users", params={"q": blurred}, headers=bearer(admin["accessToken"]))
+        assert r.status_code == 200 and r.json()["data"]["total"] == 0, blurred
     assert (await gateway.get("/api/v1/admin/users", params={"limit": 101}, headers=bearer(admin["accessToken"]))).status_code == 422
 
 

@@ -6,6 +6,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth.models import Membership, Tenant, User
 
 
+def _literal(text: str) -> str:
+    """`text` for a LIKE pattern (escape `\\`): its `%` and `_` match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -37,7 +42,7 @@ class UserRepository:
         return Tenant(name=name, personal=personal)
 
     async def search_members(self, tenant_id: uuid.UUID, name_prefix: str, limit: int) -> list[User]:
-        pattern = name_prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _literal(name_prefix.lower()) + "%"
         rows = await self.session.scalars(
             select(User)
             .join(Membership, Membership.user_id == User.id)
@@ -52,9 +57,13 @@ class UserRepository:
     ) -> tuple[list[User], int]:
         stmt = select(User)
         if query:
-            like = f"%{query.lower()}%"
+            like = f"%{_literal(query.lower())}%"
             stmt = stmt.where(
-                or_(func.lower(User.email).like(like), func.lower(User.name).like(like), User.phone.like(like))
+                or_(
+                    func.lower(User.email).like(like, escape="\\"),
+                    func.lower(User.name).like(like, escape="\\"),
+                    User.phone.like(like, escape="\\"),
+                )
             )
         if is_admin is not None:
             stmt = stmt.where(User.is_platform_admin.is_(is_admin))
