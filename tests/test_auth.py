@@ -7,6 +7,7 @@ gateway sets), so per-IP limits are exercised per test instead of shared by the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import statistics
 import time
 import uuid
@@ -148,6 +149,10 @@ async def test_logout_ends_the_session_and_refresh_tokens_are_stored_hashed(gate
         assert await conn.fetchval(
             "SELECT count(*) FROM auth.refresh_tokens WHERE token_hash = $1", data["refreshToken"]
         ) == 0
+        hashed = hashlib.sha256(data["refreshToken"].encode()).hexdigest()
+        assert await conn.fetchval(
+            "SELECT count(*) FROM auth.refresh_tokens WHERE token_hash = $1 AND revoked_at IS NOT NULL", hashed
+        ) == 1
     finally:
         await conn.close()
 
@@ -368,7 +373,9 @@ async def test_user_search_finds_a_phone_anywhere_but_names_only_in_your_tenant(
     assert [u["id"] for u in by_phone.json()["data"]] == [otp_user["user"]["id"]]
     assert "email" not in by_phone.json()["data"][0]
     by_name = await gateway.get("/api/v1/users/search", params={"q": "Zed"}, headers=bearer(searcher["accessToken"]))
-    assert by_name.json()["data"] == []
+    assert by_name.status_code == 200 and by_name.json()["data"] == []
+    own = await gateway.get("/api/v1/users/search", params={"q": "ann ex"}, headers=bearer(searcher["accessToken"]))
+    assert [u["id"] for u in own.json()["data"]] == [searcher["user"]["id"]]  # a name prefix, any case
 
 
 # -- platform admin and keys -----------------------------------------------------------------
