@@ -1,6 +1,6 @@
 import uuid
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import Membership, User
@@ -49,11 +49,3 @@ class MemberRepository:
     async def delete(self, membership: Membership) -> None:
         await self.session.delete(membership)
         await self.session.flush()
-
-    async def count(self, tenant_id: uuid.UUID) -> int:
-        return int(
-            await self.session.scalar(
-                select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant_id)
-            )
-            or 0
-        )

@@ -3,12 +3,11 @@ manages AGENTs only. A new role shows in the member's next access token (at most
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from common.auth import Principal
-from common.contracts.auth.v1 import MembershipChangedV1, PasswordResetRequestedV1, UserRegisteredV1
+from common.contracts.auth.v1 import MembershipChangedV1, UserRegisteredV1
 from common.errors import Conflict, Forbidden, NotFound
 from common.messaging import emit
 from sqlalchemy.exc import IntegrityError
@@ -16,10 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.members.repository import MemberRepository
 from auth.members.schemas import MemberInvite, MemberRead, MemberUpdate
-from auth.models import Membership, PasswordReset, User
-from auth.resets.repository import ResetRepository
-from auth.sessions.service import token_hash
-from auth.settings import AuthSettings
+from auth.models import Membership, User
+from auth.resets.service import send_reset_link
 from auth.users.repository import UserRepository
 
 INVITE_TTL = timedelta(days=3)
@@ -41,7 +38,7 @@ async def list_members(session: AsyncSession, actor: Principal) -> list[MemberRe
     return [_read(u, m) for u, m in await MemberRepository(session).list(uuid.UUID(actor.tenant_id))]
 
 
-async def invite(session: AsyncSession, settings: AuthSettings, actor: Principal, req: MemberInvite) -> MemberRead:
+async def invite(session: AsyncSession, actor: Principal, req: MemberInvite) -> MemberRead:
     _may_manage(actor, req.role, req.role)
     tenant_id = uuid.UUID(actor.tenant_id)
     users = UserRepository(session)
@@ -65,14 +62,7 @@ async def invite(session: AsyncSession, settings: AuthSettings, actor: Principal
             subject=str(user.id), tenant_id=actor.tenant_id,
         )
         # The invitation is a set-your-password link, delivered like a password reset.
-        token = secrets.token_urlsafe(32)
-        expires = datetime.now(UTC) + INVITE_TTL
-        await ResetRepository(session).add(PasswordReset(user_id=user.id, token_hash=token_hash(token), expires_at=expires))
-        await emit(
-            session,
-            PasswordResetRequestedV1(user_id=str(user.id), email=email, token=token, expires_at=expires.isoformat()),
-            subject=str(user.id), tenant_id=actor.tenant_id,
-        )
+        await send_reset_link(session, user.id, email, INVITE_TTL, tenant_id=actor.tenant_id)
     else:
         if await users.membership(user.id, tenant_id) is not None:
             raise Conflict("Already a member", code="ALREADY_MEMBER")

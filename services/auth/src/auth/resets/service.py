@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from common.contracts.auth.v1 import PasswordResetRequestedV1
@@ -27,17 +28,22 @@ async def request_reset(
     user = await UserRepository(session).by_email(email)
     if user is None:
         return
+    await send_reset_link(session, user.id, email, timedelta(seconds=settings.password_reset_ttl_s))
+
+
+async def send_reset_link(
+    session: AsyncSession, user_id: uuid.UUID, email: str, ttl: timedelta, *, tenant_id: str | None = None
+) -> None:
+    """A single-use set-your-password link (a reset, or an invitation): only the token's SHA-256
+    is stored; the token itself leaves in the event, for messaging to deliver."""
     token = secrets.token_urlsafe(32)
-    expires = datetime.now(UTC) + timedelta(seconds=settings.password_reset_ttl_s)
-    await ResetRepository(session).add(
-        PasswordReset(user_id=user.id, token_hash=token_hash(token), expires_at=expires)
-    )
+    expires = datetime.now(UTC) + ttl
+    await ResetRepository(session).add(PasswordReset(user_id=user_id, token_hash=token_hash(token), expires_at=expires))
     await emit(
         session,
-        PasswordResetRequestedV1(
-            user_id=str(user.id), email=email, token=token, expires_at=expires.isoformat()
-        ),
-        subject=str(user.id),
+        PasswordResetRequestedV1(user_id=str(user_id), email=email, token=token, expires_at=expires.isoformat()),
+        subject=str(user_id),
+        tenant_id=tenant_id,
     )
 
 
