@@ -137,8 +137,9 @@ class RefundOrManualPayout(PayoutAdapter):
         return await self.manual.pay(session, withdrawal)
 
 
-def payout_adapter(gateway: StripeGatewayDep) -> PayoutAdapter:
-    """The adapter approvals pay through (a FastAPI dependency: an app can override it)."""
+async def payout_adapter(gateway: StripeGatewayDep) -> PayoutAdapter:
+    """The adapter approvals pay through (a FastAPI dependency: an app can override it; async,
+    as a plain `def` dependency would cost a thread-pool hop per approval)."""
     return RefundOrManualPayout(gateway)
 
 
