@@ -1,18 +1,17 @@
-"""FastAPI dependencies shared by billing's feature modules."""
+"""Typed access to what the billing app builds in its lifespan."""
 
 from typing import Annotated
 
+from common.app import app_settings
 from fastapi import Depends, Request
 
 from billing.payments.stripe_gateway import StripeGateway
+from billing.settings import BillingSettings
 
 
-async def stripe_gateway(request: Request) -> StripeGateway:
-    # Built on first use and kept for the app's life (one HTTP connection pool to Stripe).
-    gateway = getattr(request.app.state, "stripe_gateway", None)
-    if gateway is None:
-        gateway = request.app.state.stripe_gateway = StripeGateway(request.app.state.settings)
-    return gateway
+async def _stripe_gateway(request: Request) -> StripeGateway:
+    return request.app.state.stripe_gateway
 
 
-StripeGatewayDep = Annotated[StripeGateway, Depends(stripe_gateway)]
+SettingsDep = Annotated[BillingSettings, Depends(app_settings)]
+StripeGatewayDep = Annotated[StripeGateway, Depends(_stripe_gateway)]

@@ -64,13 +64,22 @@ class StripeGateway:
     def __init__(self, settings: BillingSettings) -> None:
         self.settings = settings
         self._client: stripe.StripeClient | None = None
+        self._http: stripe.HTTPXClient | None = None
         if settings.stripe_api_key:
+            self._http = stripe.HTTPXClient(timeout=settings.stripe_timeout_s)
             self._client = stripe.StripeClient(
                 settings.stripe_api_key,
                 base_addresses={"api": settings.stripe_api_base},
-                http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_s),
+                http_client=self._http,
                 max_network_retries=2,  # the library retries with the same idempotency key
             )
+
+    async def __aenter__(self) -> StripeGateway:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._http is not None:
+            await self._http.close_async()
 
     @property
     def configured(self) -> bool:

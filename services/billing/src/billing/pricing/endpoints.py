@@ -2,11 +2,11 @@ import uuid
 from typing import Annotated
 
 from common.api import Envelope, Page, Pagination, ok, paginate
-from common.app import app_settings
 from common.auth import CurrentPrincipal, PlatformAdmin
 from common.db.session import SessionDep
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
+from billing.deps import SettingsDep
 from billing.models import PricingRule
 from billing.pricing import service
 from billing.pricing.schemas import (
@@ -16,13 +16,9 @@ from billing.pricing.schemas import (
     RuleKind,
     SmsPriceRead,
 )
-from billing.settings import BillingSettings
 
 router = APIRouter(prefix="/api/v1", tags=["pricing"])
 
-
-
-SettingsDep = Annotated[BillingSettings, Depends(app_settings)]
 CountryQuery = Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")]
 
 
