@@ -62,6 +62,14 @@ class PricingRepository:
             stmt = stmt.where(func.coalesce(getattr(PricingRule, field), "") == (scope.get(field) or ""))
         return await self.session.scalar(stmt)
 
+    async def applicable(self, kind: str, match: dict[str, str]) -> list[PricingRule]:
+        """The active rules of `kind` that apply to `match`: each scope field equal or left open."""
+        stmt = select(PricingRule).where(PricingRule.kind == kind, PricingRule.active.is_(True))
+        for field, value in match.items():
+            column = getattr(PricingRule, field)
+            stmt = stmt.where((column == value) | column.is_(None))
+        return list(await self.session.scalars(stmt))
+
     async def find(
         self, *, filters: dict[str, str | bool | None], offset: int, limit: int
     ) -> tuple[list[PricingRule], int]:

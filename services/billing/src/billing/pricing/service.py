@@ -9,7 +9,6 @@ from typing import Any
 
 import phonenumbers
 from common.errors import Conflict, NotFound, Unprocessable
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import PricingRule
@@ -31,11 +30,7 @@ def _specificity(rule: PricingRule, fields: tuple[str, ...]) -> int:
 
 
 async def _best(session: AsyncSession, kind: str, match: dict[str, str]) -> int | None:
-    stmt = select(PricingRule).where(PricingRule.kind == kind, PricingRule.active.is_(True))
-    for field, value in match.items():
-        column = getattr(PricingRule, field)
-        stmt = stmt.where((column == value) | column.is_(None))
-    rules = list(await session.scalars(stmt))
+    rules = await PricingRepository(session).applicable(kind, match)
     for rule in sorted(rules, key=lambda r: _specificity(r, tuple(match)), reverse=True):
         price = rule_price(rule)
         if price is not None:
