@@ -17,6 +17,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.aio import wait_woken
 from common.messaging.kafka import make_producer
 from common.messaging.tables import notify_channel
 from common.observability import metrics
@@ -76,7 +77,7 @@ class OutboxRelay:
                     backoff = 0.2
                 except Exception as exc:  # noqa: BLE001 - broker/db down: retry, never exit
                     log.warning(f"outbox publish failed, retrying: {exc!r}")
-                    await _sleep_or_stop(stop, backoff)
+                    await wait_woken(stop, None, backoff)
                     backoff = min(backoff * 2, 5.0)
                     # A batch that timed out leaves the idempotent producer's sequence numbers
                     # in doubt; a fresh producer (new producer id) starts clean.
@@ -84,15 +85,7 @@ class OutboxRelay:
                     continue
                 if published >= self.batch_size:
                     continue
-                waiter = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=self.poll_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                waiter.cancel()
-                stopper.cancel()
+                await wait_woken(stop, self._wake, self.poll_interval)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -172,11 +165,4 @@ class OutboxRelay:
             finally:
                 if conn is not None and not conn.is_closed():
                     await conn.close()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 

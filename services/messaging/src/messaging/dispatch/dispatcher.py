@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from common.aio import wait_woken
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -168,7 +169,7 @@ class Lane:
                 except Exception as exc:  # noqa: BLE001 - database away: retry, never exit
                     errors += 1
                     log.warning("sms claim failed, retrying", extra={"route": self.route, "error": repr(exc)})
-                    await _wait(stop, self.wake, min(5.0, 0.2 * 2**errors))
+                    await wait_woken(stop, self.wake, min(5.0, 0.2 * 2**errors))
                     continue
                 claimed = self._drop_expired(claimed)
                 for k in range(0, len(claimed), self.send_batch):
@@ -223,7 +224,7 @@ class Lane:
                 due_in = None
             wait = idle if due_in is None else max(poll, min(idle, due_in))
             idle = min(IDLE_POLL_MAX_S, idle * 2)
-        if await _wait(stop, self.wake, wait):
+        if await wait_woken(stop, self.wake, wait):
             return poll  # woken: work arrived
         return idle
 
@@ -371,17 +372,6 @@ class Lane:
             if self.redact is not None:
                 finished = [o.message for o in chunk if o.kind != "retry"]
                 await repo.set_bodies(session, [(m.id, self.redact(m.body)) for m in finished])
-
-
-async def _wait(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> bool:
-    """Sleep until `wake` or `stop` is set or `timeout` passes; True if `wake` was set."""
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    return wake.is_set()
 
 
 class Dispatcher:
