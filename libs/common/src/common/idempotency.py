@@ -40,9 +40,9 @@ class IdempotencyInProgress(AppError):
     message = "A request with this Idempotency-Key is still being processed"
 
 
-IdempotencyKeyHeader = Annotated[
-    str, Header(alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
-]
+_KEY_HEADER = Header(alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+IdempotencyKeyHeader = Annotated[str, _KEY_HEADER]  # money-moving POSTs: required
+OptionalIdempotencyKey = Annotated[str | None, _KEY_HEADER]  # sends: a retry with it sends nothing twice
 
 
 @dataclass

@@ -10,10 +10,11 @@ from common.api import Envelope, Page, Pagination, ok, paginate
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from common.errors import Unprocessable
+from common.idempotency import OptionalIdempotencyKey
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from messaging.deps import OptionalIdempotencyKey, SettingsDep
+from messaging.deps import SettingsDep
 from messaging.messages import service
 from messaging.messages.schemas import MessageCreate, MessageDetail, MessageQueued, MessageRead
 from messaging.sms import service as sms

@@ -7,10 +7,11 @@ from common import idempotency
 from common.api import Envelope, Page, PageParams, Pagination, ok, paginate
 from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
+from common.idempotency import OptionalIdempotencyKey
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from messaging.deps import OptionalIdempotencyKey, SettingsDep
+from messaging.deps import SettingsDep
 from messaging.messages import service as messages
 from messaging.messages.endpoints import Direction, Since, Status, Until
 from messaging.messages.schemas import MessageRead
