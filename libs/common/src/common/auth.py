@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -36,6 +37,15 @@ class Principal:
 
     def has_role(self, *roles: str) -> bool:
         return any(r in self.roles for r in roles)
+
+    @property
+    def tenant_uuid(self) -> uuid.UUID:
+        """The tenant id as a UUID (the services' tables key tenants by UUID)."""
+        return uuid.UUID(self.tenant_id)
+
+    @property
+    def user_uuid(self) -> uuid.UUID:
+        return uuid.UUID(self.user_id)
 
 
 class JWKSCache:

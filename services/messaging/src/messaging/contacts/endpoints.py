@@ -94,7 +94,7 @@ async def create_contact(body: ContactCreate, principal: CurrentPrincipal, sessi
 async def export_contacts(principal: CurrentPrincipal, request: Request, q: Q = None, tag: Tag = None):
     """All your contacts (or those matching `q`/`tag`) as a CSV download, streamed."""
     chunks = service.export_csv(
-        _session_factory(request), uuid.UUID(principal.tenant_id), service.normalise_filter(q, tag)
+        _session_factory(request), principal.tenant_uuid, service.normalise_filter(q, tag)
     )
     return StreamingResponse(
         chunks,

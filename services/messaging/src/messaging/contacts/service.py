@@ -58,9 +58,6 @@ class ImportInProgress(Conflict):
     code, message = "IMPORT_IN_PROGRESS", "Another import into your contacts is running; try again when it ends"
 
 
-def _tenant(principal: Principal) -> uuid.UUID:
-    return uuid.UUID(principal.tenant_id)
-
 
 def _read(contact: Contact) -> ContactRead:
     return ContactRead.model_validate(contact)
@@ -74,7 +71,7 @@ def normalise_filter(q: str | None, tag: str | None) -> ContactFilter:
 
 
 async def create(session: AsyncSession, principal: Principal, body: ContactCreate) -> ContactRead:
-    tenant_id = _tenant(principal)
+    tenant_id = principal.tenant_uuid
     phone = to_e164(body.phone)
     repo = ContactRepository(session)
     values = body.model_dump(exclude={"phone"}) | {"id": uuid7(), "tenant_id": tenant_id, "phone": phone}
@@ -91,7 +88,7 @@ async def create(session: AsyncSession, principal: Principal, body: ContactCreat
 
 
 async def get(session: AsyncSession, principal: Principal, contact_id: uuid.UUID) -> ContactRead:
-    contact = await ContactRepository(session).get(_tenant(principal), contact_id)
+    contact = await ContactRepository(session).get(principal.tenant_uuid, contact_id)
     if contact is None:
         raise ContactNotFound()
     return _read(contact)
@@ -100,14 +97,14 @@ async def get(session: AsyncSession, principal: Principal, contact_id: uuid.UUID
 async def list_contacts(
     session: AsyncSession, principal: Principal, filters: ContactFilter, *, offset: int, limit: int
 ) -> tuple[list[ContactRead], int]:
-    contacts, total = await ContactRepository(session).page(_tenant(principal), filters, offset=offset, limit=limit)
+    contacts, total = await ContactRepository(session).page(principal.tenant_uuid, filters, offset=offset, limit=limit)
     return [_read(c) for c in contacts], total
 
 
 async def update(
     session: AsyncSession, principal: Principal, contact_id: uuid.UUID, body: ContactUpdate
 ) -> ContactRead:
-    tenant_id = _tenant(principal)
+    tenant_id = principal.tenant_uuid
     repo = ContactRepository(session)
     contact = await repo.get(tenant_id, contact_id, for_update=True)
     if contact is None:
@@ -138,7 +135,7 @@ async def update(
 
 
 async def delete(session: AsyncSession, principal: Principal, contact_id: uuid.UUID) -> None:
-    if not await ContactRepository(session).delete(_tenant(principal), contact_id):
+    if not await ContactRepository(session).delete(principal.tenant_uuid, contact_id):
         raise ContactNotFound()
 
 
@@ -343,9 +340,9 @@ async def import_csv(
     region = check_region(region)
     # Two imports of one tenant could lock the same contacts in opposite orders (a deadlock);
     # the second is refused instead of waiting for the first.
-    if not await repo.try_lock_imports(_tenant(principal)):
+    if not await repo.try_lock_imports(principal.tenant_uuid):
         raise ImportInProgress()
-    importer = _Importer(repo, _tenant(principal), region)
+    importer = _Importer(repo, principal.tenant_uuid, region)
     reader = RecordReader()
     decoder = Utf8Decoder()
     size = 0

@@ -1,7 +1,6 @@
 """Provider webhooks (`POST /api/v1/webhooks/sms/{provider}`) and seed 003's
 `POST /api/receive-sms`."""
 
-import uuid
 
 from common.api import Envelope, ok
 from common.auth import CurrentPrincipal
@@ -55,5 +54,5 @@ async def receive_sms(body: ReceiveSmsCreate, principal: CurrentPrincipal, sessi
     """Seed 003: record an SMS your tenant received (`senderPhone` texted `receiverPhone`): it
     joins the conversation with that number, and STOP/START opt the sender out or in. With
     `uuid`, a repeat answers the same message and stores nothing."""
-    received = await service.receive_from_api(session, uuid.UUID(principal.tenant_id), body)
+    received = await service.receive_from_api(session, principal.tenant_uuid, body)
     return ok(ReceivedSms(id=received.message_id))

@@ -21,6 +21,7 @@ from common.contracts.messaging.v1 import MessageReceivedV1, WebhookReceivedV1
 from common.errors import NotFound, Unauthorized, Unprocessable
 from common.ids import uuid7
 from common.messaging import emit
+from common.phones import parse as parse_phone
 from common.phones import to_e164
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -354,10 +355,8 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 def _e164_or_none(raw: str) -> str | None:
-    try:
-        return to_e164(raw)
-    except Unprocessable:
-        return None
+    parsed = parse_phone(raw)
+    return parsed[0] if parsed else None
 
 
 def _sender(raw: str) -> str | None:

@@ -23,9 +23,6 @@ class MessageNotFound(NotFound):
     code, message = "MESSAGE_NOT_FOUND", "No such message"
 
 
-def _tenant(principal: Principal) -> uuid.UUID:
-    return uuid.UUID(principal.tenant_id)
-
 
 def _choices(name: str, raw: str | None, allowed: set[str]) -> tuple[str, ...]:
     """`SENT,delivered` -> ("sent", "delivered"); any case; an unknown value is a 422."""
@@ -93,13 +90,13 @@ def message_read(row: Any) -> MessageRead:
 async def list_messages(
     session: AsyncSession, principal: Principal, filters: MessageFilter, *, offset: int, limit: int
 ) -> tuple[list[MessageRead], int]:
-    rows, total = await MessageRepository(session).page(_tenant(principal), filters, offset=offset, limit=limit)
+    rows, total = await MessageRepository(session).page(principal.tenant_uuid, filters, offset=offset, limit=limit)
     return [message_read(r) for r in rows], total
 
 
 async def get(session: AsyncSession, principal: Principal, message_id: uuid.UUID) -> MessageDetail:
     repo = MessageRepository(session)
-    row = await repo.get(_tenant(principal), message_id)
+    row = await repo.get(principal.tenant_uuid, message_id)
     if row is None:
         raise MessageNotFound()
     history = [StatusChange(status=h.status, at=h.at, detail=h.detail) for h in await repo.history(message_id)]
@@ -112,7 +109,7 @@ async def conversation(
     """Seed 003: every message with `phone`, oldest first. `phone_number` is who sent the
     message: our number on a sent one, theirs on a received one."""
     peer = to_e164(phone)
-    rows, total = await MessageRepository(session).with_peer(_tenant(principal), peer, offset=offset, limit=limit)
+    rows, total = await MessageRepository(session).with_peer(principal.tenant_uuid, peer, offset=offset, limit=limit)
     return [
         ConversationMessage(
             id=r.id, phone_number=r.from_number, message_text=r.body, timestamp=int(r.created_at.timestamp()),

@@ -4,8 +4,6 @@ default sender is nobody's."""
 
 from __future__ import annotations
 
-import uuid
-
 from common.auth import Principal
 from common.errors import Conflict, NotFound
 from common.phones import to_e164
@@ -24,15 +22,12 @@ class NumberNotFound(NotFound):
     code, message = "NUMBER_NOT_FOUND", "No such number among yours"
 
 
-def _tenant(principal: Principal) -> uuid.UUID:
-    return uuid.UUID(principal.tenant_id)
-
 
 async def add(session: AsyncSession, settings: MessagingSettings, principal: Principal, body: NumberCreate) -> NumberRead:
     number = to_e164(body.number)
     if number == settings.sms_default_sender:
         raise NumberTaken("This is the platform's shared number", details={"number": number})
-    row = await NumberRepository(session).insert_if_free(_tenant(principal), number, body.label or None)
+    row = await NumberRepository(session).insert_if_free(principal.tenant_uuid, number, body.label or None)
     if row is None:
         # Whether it is yours or another tenant's is not told: either way it cannot be added.
         raise NumberTaken(details={"number": number})
@@ -42,12 +37,12 @@ async def add(session: AsyncSession, settings: MessagingSettings, principal: Pri
 async def list_numbers(
     session: AsyncSession, principal: Principal, *, offset: int, limit: int
 ) -> tuple[list[NumberRead], int]:
-    rows, total = await NumberRepository(session).page(_tenant(principal), offset=offset, limit=limit)
+    rows, total = await NumberRepository(session).page(principal.tenant_uuid, offset=offset, limit=limit)
     return [NumberRead.model_validate(r) for r in rows], total
 
 
 async def remove(session: AsyncSession, principal: Principal, raw: str) -> str:
     number = to_e164(raw)
-    if not await NumberRepository(session).delete(_tenant(principal), number):
+    if not await NumberRepository(session).delete(principal.tenant_uuid, number):
         raise NumberNotFound(details={"number": number})
     return number

@@ -15,15 +15,14 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import phonenumbers
 from common.auth import Principal
 from common.contracts.messaging.v1 import SmsRequestedV1
 from common.errors import Unprocessable
 from common.ids import uuid7
 from common.messaging.outbox import outbox_rows
+from common.phones import parse as parse_phone
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messaging.settings import MessagingSettings
@@ -71,24 +70,6 @@ class Sent:
     replayed: bool = False  # a repeat of a caller's id: nothing new was stored
 
 
-def _tenant(principal: Principal) -> uuid.UUID:
-    return uuid.UUID(principal.tenant_id)
-
-
-# Parsing is the costliest step of a big send (~60 µs a number); audiences repeat, so remember.
-@lru_cache(maxsize=65_536)
-def parse_phone(raw: str) -> tuple[str, str] | None:
-    """(E.164, ISO country or "ZZ") of a number written with its country code; None if invalid."""
-    try:
-        number = phonenumbers.parse(raw)
-    except phonenumbers.NumberParseException:
-        return None
-    # What is_valid_number does, keeping the region it finds (the costly part, done once).
-    region = phonenumbers.region_code_for_number(number)
-    if not phonenumbers.is_valid_number_for_region(number, region):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region or "ZZ"
-
 
 def check_text(text: str) -> SegmentInfo:
     if not text.strip():
@@ -127,7 +108,7 @@ async def send(
     external_id: str | None = None,
 ) -> Sent:
     """Queue `text` to every recipient (contact ids or phone numbers); see the module doc."""
-    tenant_id = _tenant(principal)
+    tenant_id = principal.tenant_uuid
     info = check_text(text)
     if not recipients:
         raise Unprocessable("Name at least one recipient", code="NO_RECIPIENTS")
