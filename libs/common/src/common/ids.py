@@ -24,3 +24,14 @@ def uuid7() -> uuid.UUID:
         _last = value
     ms, rand_a, rand_b = value >> 74, (value >> 62) & 0xFFF, value & ((1 << 62) - 1)
     return uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
+
+
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """`value` as a UUID, or None when it is empty or not one (an id that came from outside: a
+    provider's client reference, an event's reference, a Stripe metadata field)."""
+    if value is None or value == "":
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

@@ -20,7 +20,7 @@ from typing import Any
 from common.contracts import EventEnvelope
 from common.contracts.auth.v1 import OtpRequestedV1
 from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
-from common.ids import uuid7
+from common.ids import parse_uuid, uuid7
 from common.messaging.consumer import EventConsumer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,20 +40,13 @@ OTP_REQUESTED = "auth.otp.requested.v1"
 PLATFORM_TENANT = uuid.UUID(int=0)
 
 
-def _message_id(reference: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(reference)
-    except ValueError:
-        return None
-
-
 def _sms_ids(events: Sequence[EventEnvelope[Any]]) -> list[tuple[uuid.UUID, Any]]:
     """(message id, payload) of the SMS answers, each message once (the first answer wins)."""
     seen: dict[uuid.UUID, Any] = {}
     for event in events:
         if event.data.reference_kind != "sms":
             continue
-        message_id = _message_id(event.data.reference)
+        message_id = parse_uuid(event.data.reference)
         if message_id is not None and message_id not in seen:
             seen[message_id] = event.data
     return list(seen.items())
@@ -117,7 +110,7 @@ def make_otp_handler(settings: MessagingSettings):  # noqa: ANN201
             return
         tenant = PLATFORM_TENANT
         if event.tenantid:
-            tenant = _message_id(event.tenantid) or PLATFORM_TENANT
+            tenant = parse_uuid(event.tenantid) or PLATFORM_TENANT
         body = otp_text(settings.sms_otp_text, otp.code, expires_at, now)
         info = analyse(body)
         conversations = await ensure_conversations(session, tenant, [(sender, otp.phone)])

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from common import errors as common_errors
 from common.contracts.messaging.v1 import MessageReceivedV1, WebhookReceivedV1
 from common.errors import NotFound, Unauthorized, Unprocessable
-from common.ids import uuid7
+from common.ids import parse_uuid, uuid7
 from common.messaging import emit
 from common.phones import parse as parse_phone
 from common.phones import to_e164
@@ -150,7 +150,7 @@ async def apply_reports(
     not known yet. The message is the outbound one named by `clientRef` (our id), else the one
     with this provider's id; a `clientRef` that is not one of our outbound ids is ignored."""
     repo = InboundRepository(session)
-    refs = {r.client_ref: ref for r in reports if (ref := _uuid(r.client_ref)) is not None}
+    refs = {r.client_ref: ref for r in reports if (ref := parse_uuid(r.client_ref)) is not None}
     by_ref = await repo.outbound_by_ids(list(refs.values()))
     by_pmid = await repo.outbound_by_provider_ids(provider, [r.provider_message_id for r in reports])
     changes: list[st.Change] = []
@@ -343,15 +343,6 @@ def _fit(text: str, *, strict: bool) -> tuple[str, str, int, str]:
         return "", segments.GSM7, 1, " (empty text)"
     info = segments.analyse(clean)
     return clean, info.encoding, min(info.segments, MAX_SEGMENTS), note
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 def _e164_or_none(raw: str) -> str | None:
