@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import stripe
 from common.db import create_engine, create_session_factory
+from common.db.engine import session_info
 from common.settings import BaseServiceSettings
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,7 +60,7 @@ async def rollback_session(settings) -> AsyncIterator[AsyncSession]:  # noqa: AN
                 bind=conn,
                 expire_on_commit=False,
                 join_transaction_mode="create_savepoint",
-                info={"source": f"/switchboard/{settings.service_name}"},
+                info=session_info(settings),
             )
             try:
                 yield session

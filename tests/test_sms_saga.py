@@ -17,7 +17,6 @@ import uuid
 import httpx
 import pytest
 from common.contracts.messaging.v1 import SmsRequestedV1
-from common.db import create_engine, create_session_factory
 from common.ids import uuid7
 from common.messaging import emit_many
 from messaging.conversations.repository import ensure_conversations
@@ -32,6 +31,7 @@ from tests.support import (
     funded_tenant,
     new_tenant,
     random_ip,
+    sessions_fixture,
     superuser_conn,
 )
 
@@ -42,12 +42,7 @@ FINAL = ("sent", "delivered")
 WAIT_S = 90
 
 
-@pytest.fixture(scope="module")
-async def sessions():
-    settings = MessagingSettings(db_pool_size=2)
-    engine = create_engine(settings)
-    yield create_session_factory(engine, settings)
-    await engine.dispose()
+sessions = sessions_fixture(lambda: MessagingSettings(db_pool_size=2))
 
 
 def us_phone(ending: str = "") -> str:

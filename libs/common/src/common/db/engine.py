@@ -46,12 +46,13 @@ def create_engine(settings: BaseServiceSettings, **kwargs) -> AsyncEngine:
     return engine
 
 
+def session_info(settings: BaseServiceSettings) -> dict[str, str]:
+    """What every session of the service carries: `source` is read by the outbox to fill the
+    CloudEvents `source` attribute."""
+    return {"source": f"/switchboard/{settings.service_name}"}
+
+
 def create_session_factory(
     engine: AsyncEngine, settings: BaseServiceSettings
 ) -> async_sessionmaker[AsyncSession]:
-    # `source` is read by the outbox to fill the CloudEvents `source` attribute.
-    return async_sessionmaker(
-        engine,
-        expire_on_commit=False,
-        info={"source": f"/switchboard/{settings.service_name}"},
-    )
+    return async_sessionmaker(engine, expire_on_commit=False, info=session_info(settings))
