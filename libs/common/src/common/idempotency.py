@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Header
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,3 +74,24 @@ async def finish(session: AsyncSession, scope: str, key: str, status_code: int, 
     await session.execute(
         _STORE, {"s": scope, "k": key, "c": status_code, "r": json.dumps(body, default=str)}
     )
+
+
+async def answer_once(
+    session: AsyncSession,
+    scope: str,
+    key: str | None,
+    request: Any,
+    status_code: int,
+    work: Callable[[], Awaitable[dict[str, Any]]],
+) -> JSONResponse:
+    """A POST taking an `Idempotency-Key`: with a key, the first request runs `work` and its answer
+    is stored; a repeat replays it, the same key with another body is refused. Without a key
+    (where it is optional) `work` just runs. All in the request's transaction."""
+    if key is not None:
+        replay = await begin(session, scope, key, request)
+        if replay is not None:
+            return JSONResponse(replay.body, status_code=replay.status_code)
+    response = await work()
+    if key is not None:
+        await finish(session, scope, key, status_code, response)
+    return JSONResponse(response, status_code=status_code)

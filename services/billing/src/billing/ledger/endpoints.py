@@ -7,7 +7,6 @@ from common.auth import CurrentPrincipal, PlatformAdmin
 from common.db.session import SessionDep
 from common.errors import Unprocessable
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from billing.ledger import service
 from billing.ledger.repository import LedgerRepository
@@ -50,17 +49,16 @@ async def adjust(
 ):
     """Credit (amount > 0) or debit (< 0) a tenant by hand, with a reason; never below zero."""
     scope = f"adjust:{admin.user_id}"
-    replay = await idempotency.begin(session, scope, key, body.model_dump())
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status_code)
-    if body.amount == 0:
-        raise Unprocessable("amount must not be zero", code="ZERO_AMOUNT")
-    account = await service.require_account(session, body.tenant_id)
-    tx = await service.credit(
-        session, account, body.amount, business_key=f"adjustment:{scope}:{key}", kind="adjustment",
-        counter_account="adjustments", description=f"Adjustment: {body.reason}",
-    )
-    account = await LedgerRepository(session).refreshed(account.id)
-    response = ok({"transactionId": str(tx), "balance": account.balance_minor})
-    await idempotency.finish(session, scope, key, 201, response)
-    return JSONResponse(response, status_code=201)
+
+    async def work() -> dict:
+        if body.amount == 0:
+            raise Unprocessable("amount must not be zero", code="ZERO_AMOUNT")
+        account = await service.require_account(session, body.tenant_id)
+        tx = await service.credit(
+            session, account, body.amount, business_key=f"adjustment:{scope}:{key}", kind="adjustment",
+            counter_account="adjustments", description=f"Adjustment: {body.reason}",
+        )
+        account = await LedgerRepository(session).refreshed(account.id)
+        return ok({"transactionId": str(tx), "balance": account.balance_minor})
+
+    return await idempotency.answer_once(session, scope, key, body.model_dump(), 201, work)

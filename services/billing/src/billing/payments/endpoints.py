@@ -32,13 +32,11 @@ async def _topup(
     endpoint: str, principal: CurrentPrincipal, session: AsyncSession, gateway: StripeGateway,
     key: str, body: TopupCreate,
 ) -> JSONResponse:
+    async def work() -> dict:
+        return ok(await service.create_topup(session, gateway, principal.tenant_id, body))
+
     scope = f"payments.{endpoint}:{principal.tenant_id}"
-    replay = await idempotency.begin(session, scope, key, body.model_dump())
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status_code)
-    response = ok(await service.create_topup(session, gateway, principal.tenant_id, body))
-    await idempotency.finish(session, scope, key, 201, response)
-    return JSONResponse(response, status_code=201)
+    return await idempotency.answer_once(session, scope, key, body.model_dump(), 201, work)
 
 
 @router.post("/topup", status_code=201, response_model=Envelope[TopupRead])

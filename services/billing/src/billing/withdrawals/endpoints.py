@@ -6,8 +6,8 @@ from common import idempotency
 from common.api import Envelope, Page, Pagination, ok, paginate
 from common.auth import CurrentPrincipal, PlatformAdmin, Principal, require_roles
 from common.db.session import SessionDep
-from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from common.idempotency import OptionalIdempotencyKey
+from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import Withdrawal
@@ -24,25 +24,18 @@ from billing.withdrawals.schemas import (
 router = APIRouter(prefix="/api/v1", tags=["withdrawals"])
 
 Manager = Annotated[Principal, require_roles("OWNER", "ADMIN")]
-# Optional on the admin decisions: a retry with the same key replays the first answer instead of
-# meeting the 409 that any second decision gets.
-OptionalIdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
-]
 
 
 @router.post("/payments/withdraw", status_code=201, response_model=Envelope[WithdrawalRead])
 async def withdraw(body: WithdrawalCreate, principal: Manager, session: SessionDep, key: idempotency.IdempotencyKeyHeader):
     """Ask to withdraw credit (OWNER or ADMIN): the amount is held at once and paid out when a
     platform admin approves it. Requires `Idempotency-Key`."""
+    async def work() -> dict:
+        withdrawal = await service.request(session, principal, body.amount, body.note)
+        return ok(service.to_read(withdrawal).model_dump(mode="json", by_alias=True))
+
     scope = f"withdraw:{principal.tenant_id}:{principal.user_id}"
-    replay = await idempotency.begin(session, scope, key, body.model_dump())
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status_code)
-    withdrawal = await service.request(session, principal, body.amount, body.note)
-    response = ok(service.to_read(withdrawal).model_dump(mode="json", by_alias=True))
-    await idempotency.finish(session, scope, key, 201, response)
-    return JSONResponse(response, status_code=201)
+    return await idempotency.answer_once(session, scope, key, body.model_dump(), 201, work)
 
 
 @router.get("/payments/withdrawals", response_model=Envelope[Page[WithdrawalRead]])
@@ -80,15 +73,10 @@ async def _decide(
     request: dict[str, Any],
     decide: Callable[[], Awaitable[Withdrawal]],
 ) -> Any:
-    scope = f"withdrawal-decision:{admin.user_id}"
-    if key is not None:
-        replay = await idempotency.begin(session, scope, key, request)
-        if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code)
-    response = ok(service.to_admin_read(await decide()).model_dump(mode="json", by_alias=True))
-    if key is not None:
-        await idempotency.finish(session, scope, key, 200, response)
-    return response
+    async def work() -> dict:
+        return ok(service.to_admin_read(await decide()).model_dump(mode="json", by_alias=True))
+
+    return await idempotency.answer_once(session, f"withdrawal-decision:{admin.user_id}", key, request, 200, work)
 
 
 @router.post("/admin/payments/withdrawals/{withdrawal_id}/approve", response_model=Envelope[AdminWithdrawalRead])

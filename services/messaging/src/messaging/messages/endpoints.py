@@ -12,7 +12,6 @@ from common.db.session import SessionDep
 from common.errors import Unprocessable
 from common.idempotency import OptionalIdempotencyKey
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from messaging.deps import SettingsDep
 from messaging.messages import service
@@ -68,23 +67,20 @@ async def send_message(
     text = body.content.get("text")
     if not isinstance(text, str) or set(body.content) != {"text"}:
         raise Unprocessable("A text message's content is {\"text\": \"...\"}", code="INVALID_CONTENT")
-    scope = f"messages.send:{principal.tenant_id}"
-    if key is not None:
-        replay = await idempotency.begin(session, scope, key, body.model_dump())
-        if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code)
-    result = (await sms.send_one(session, settings, principal, to=body.to, text=text)).result
-    message = result.messages[0]
-    response = ok(
-        MessageQueued(
-            id=message.id, to=message.to, from_=result.sender, content={"text": text}, status=message.status,
-            encoding=result.encoding, segments=result.segments, contact_id=message.contact_id,
-            batch_id=result.batch_id,
+    async def work() -> dict:
+        result = (await sms.send_one(session, settings, principal, to=body.to, text=text)).result
+        message = result.messages[0]
+        return ok(
+            MessageQueued(
+                id=message.id, to=message.to, from_=result.sender, content={"text": text}, status=message.status,
+                encoding=result.encoding, segments=result.segments, contact_id=message.contact_id,
+                batch_id=result.batch_id,
+            )
         )
+
+    return await idempotency.answer_once(
+        session, f"messages.send:{principal.tenant_id}", key, body.model_dump(), 202, work
     )
-    if key is not None:
-        await idempotency.finish(session, scope, key, 202, response)
-    return JSONResponse(response, status_code=202)
 
 
 @router.get("/{message_id}", response_model=Envelope[MessageDetail])

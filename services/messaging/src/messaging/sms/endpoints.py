@@ -9,7 +9,6 @@ from common.auth import CurrentPrincipal
 from common.db.session import SessionDep
 from common.idempotency import OptionalIdempotencyKey
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
 
 from messaging.deps import SettingsDep
 from messaging.messages import service as messages
@@ -42,19 +41,16 @@ async def send_sms(
     """Queue one text to up to 10,000 recipients (contact ids or E.164 numbers). Opted-out and
     repeated numbers are answered as `skipped`. With an `Idempotency-Key`, a repeat replays the
     first answer."""
-    scope = f"sms.send:{principal.tenant_id}"
-    if key is not None:
-        replay = await idempotency.begin(session, scope, key, body.model_dump())
-        if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code)
-    sent = await service.send(
-        session, settings, principal, text=body.message, recipients=body.recipients, sender=body.sender
+    async def work() -> dict:
+        sent = await service.send(
+            session, settings, principal, text=body.message, recipients=body.recipients, sender=body.sender
+        )
+        # The answer is built here rather than validated against response_model: 10,000 items.
+        return ok(sent.result)
+
+    return await idempotency.answer_once(
+        session, f"sms.send:{principal.tenant_id}", key, body.model_dump(), 202, work
     )
-    # The answer is built here rather than validated against response_model: 10,000 items.
-    response = ok(sent.result)
-    if key is not None:
-        await idempotency.finish(session, scope, key, 202, response)
-    return JSONResponse(response, status_code=202)
 
 
 @router.get("/logs", response_model=Envelope[Page[MessageRead]])
