@@ -14,21 +14,15 @@ import pytest
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
 from billing.settings import BillingSettings
-from common.db import create_engine, create_session_factory
 from common.messaging.kafka import make_producer
 from common.settings import BaseServiceSettings
 
-from tests.support import EventTap, devstack, superuser_conn
+from tests.support import EventTap, devstack, sessions_fixture, superuser_conn
 
 PRICE = 7  # set per test by a pricing rule of its own (most specific wins)
 
 
-@pytest.fixture(scope="module")
-async def sessions():
-    settings = BillingSettings(db_pool_size=4)
-    engine = create_engine(settings)
-    yield create_session_factory(engine, settings)
-    await engine.dispose()
+sessions = sessions_fixture(lambda: BillingSettings(db_pool_size=4))
 
 
 async def fund(sessions, tenant: str, amount: int) -> None:  # noqa: ANN001

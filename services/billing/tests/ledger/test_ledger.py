@@ -11,16 +11,13 @@ import pytest
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
 from billing.settings import BillingSettings
-from common.db import create_engine, create_session_factory
+
+from tests.support import sessions_fixture
 
 SETTINGS = BillingSettings(db_pool_size=20)
 
 
-@pytest.fixture(scope="module")
-async def sessions():
-    engine = create_engine(SETTINGS)
-    yield create_session_factory(engine, SETTINGS)
-    await engine.dispose()
+sessions = sessions_fixture(lambda: SETTINGS)
 
 
 async def funded_tenant(sessions, amount: int) -> str:  # noqa: ANN001

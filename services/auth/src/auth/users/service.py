@@ -98,8 +98,8 @@ async def login(
 
 async def me(session: AsyncSession, principal: Principal) -> UserRead:
     repo = UserRepository(session)
-    user = await repo.get(uuid.UUID(principal.user_id))
-    membership = await repo.membership(uuid.UUID(principal.user_id), uuid.UUID(principal.tenant_id))
+    user = await repo.get(principal.user_uuid)
+    membership = await repo.membership(principal.user_uuid, principal.tenant_uuid)
     if user is None or membership is None:
         raise NotFound("Account not found", code="ACCOUNT_NOT_FOUND")
     return sessions.user_read(user, membership)
@@ -107,7 +107,7 @@ async def me(session: AsyncSession, principal: Principal) -> UserRead:
 
 async def update_profile(session: AsyncSession, principal: Principal, req: ProfileUpdate) -> UserRead:
     repo = UserRepository(session)
-    user = await repo.get(uuid.UUID(principal.user_id))
+    user = await repo.get(principal.user_uuid)
     if user is None:
         raise NotFound("Account not found", code="ACCOUNT_NOT_FOUND")
     changes = req.model_dump(exclude_unset=True)
@@ -141,7 +141,7 @@ async def search(
         user = await repo.by_phone(to_e164(q))
         found = [user] if user is not None else []
     else:
-        found = await repo.search_members(uuid.UUID(principal.tenant_id), q, limit)
+        found = await repo.search_members(principal.tenant_uuid, q, limit)
     return [
         PublicUser(id=str(u.id), name=u.name, phone=u.phone, about=u.about, avatar_media_id=u.avatar_media_id)
         for u in found

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from common.contracts.billing.v1 import PaymentReversedV1, PaymentSucceededV1
 from common.errors import NotFound, ServiceUnavailable, Unprocessable
+from common.ids import parse_uuid
 from common.messaging import emit
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -163,10 +164,7 @@ def _facts(event_type: str, obj: dict[str, Any]) -> _Facts | None:
         return None
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     facts = _Facts(tenant_id=_str(metadata.get("tenant_id")))
-    try:
-        facts.payment_id = uuid.UUID(str(metadata["payment_id"])) if metadata.get("payment_id") else None
-    except ValueError:
-        facts.payment_id = None
+    facts.payment_id = parse_uuid(metadata.get("payment_id"))
     if event_type.startswith("payment_intent.") and obj.get("object") == "payment_intent":
         facts.intent_id = _str(obj.get("id"))
         facts.intent_status = _str(obj.get("status"))
