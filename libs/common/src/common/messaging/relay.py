@@ -10,6 +10,7 @@ the consumers' inbox drops the duplicate. The relay wakes on LISTEN/NOTIFY and p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -108,6 +109,9 @@ class OutboxRelay:
                 log.warning(f"kafka not reachable yet: {exc!r}")
                 if stop.is_set():
                     raise
+                # A failed start can leave connections half open: close them before the next try.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._producer.stop(), 5)
                 self._producer = make_producer(self.settings)
                 await asyncio.sleep(1.0)
 
