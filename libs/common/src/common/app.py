@@ -166,17 +166,18 @@ def create_service_app(
         app.state.redis = redis_client(settings)
         app.state.kafka_probe = KafkaProbe(settings)
         app.state.token_verifier = TokenVerifier(settings)
-        async with AsyncExitStack() as stack:
-            for hook in on_startup:
-                result = await hook(app)
-                if hasattr(result, "__aexit__"):
-                    await stack.enter_async_context(result)
-            try:
+        try:
+            # The hooks' closers run first, while the engine and redis still serve them.
+            async with AsyncExitStack() as stack:
+                for hook in on_startup:
+                    result = await hook(app)
+                    if hasattr(result, "__aexit__"):
+                        await stack.enter_async_context(result)
                 yield
-            finally:
-                await app.state.kafka_probe.close()
-                await app.state.redis.aclose()
-                await engine.dispose()
+        finally:
+            await app.state.kafka_probe.close()
+            await app.state.redis.aclose()
+            await engine.dispose()
 
     app = FastAPI(
         title=title,

@@ -11,16 +11,26 @@ from messaging.inbound.service import webhook_providers
 from messaging.messages.endpoints import router as messages_router
 from messaging.numbers.endpoints import router as numbers_router
 from messaging.settings import MessagingSettings
+from messaging.sms.coalesce import SendCoalescer
 from messaging.sms.endpoints import router as sms_router
 from messaging.sms.endpoints import seed_router as sms_seed_router
 
 
 async def _startup(app: FastAPI) -> AsyncExitStack:
-    """The providers whose webhooks the API verifies, built once and closed at shutdown."""
-    providers = app.state.sms_webhook_providers = webhook_providers(app.state.settings)
+    """The providers whose webhooks the API verifies, built once and closed at shutdown; the
+    coalescer that writes concurrent sends together, stopped (after writing what waits) at
+    shutdown."""
+    settings: MessagingSettings = app.state.settings
+    providers = app.state.sms_webhook_providers = webhook_providers(settings)
     closing = AsyncExitStack()
     for provider in providers.values():
         closing.push_async_callback(provider.aclose)
+    if settings.sms_coalesce_writers > 0:
+        coalescer = app.state.send_coalescer = SendCoalescer(
+            app.state.session_factory, writers=settings.sms_coalesce_writers
+        )
+        await coalescer.start()
+        closing.push_async_callback(coalescer.stop)
     return closing
 
 

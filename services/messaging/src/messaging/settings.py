@@ -47,6 +47,9 @@ class MessagingSettings(BaseServiceSettings):
     # shared number. Conversations are keyed by (our number, their number).
     sms_default_sender: str = "+18005550100"
     sms_max_recipients: int = 10_000
+    # API: batches of concurrent sends written at once (sms.coalesce); 0 writes each send in its
+    # request's own transaction.
+    sms_coalesce_writers: int = 2
     # Dispatcher (worker): claims due messages in batches, a lease per claim; a crashed worker's
     # claims expire and are sent again with the same client reference (providers drop repeats).
     sms_dispatch_batch: int = 200

@@ -17,6 +17,7 @@ from messaging.deps import SettingsDep
 from messaging.messages import service
 from messaging.messages.schemas import MessageCreate, MessageDetail, MessageQueued, MessageRead
 from messaging.sms import service as sms
+from messaging.sms.coalesce import SendWriter
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
@@ -58,6 +59,7 @@ async def send_message(
     principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
+    writer: SendWriter,
     key: OptionalIdempotencyKey = None,
 ):
     """Send one message: `type: "text"` with `content.text`, from the platform's number
@@ -68,7 +70,11 @@ async def send_message(
     if not isinstance(text, str) or set(body.content) != {"text"}:
         raise Unprocessable("A text message's content is {\"text\": \"...\"}", code="INVALID_CONTENT")
     async def work() -> dict:
-        result = (await sms.send_one(session, settings, principal, to=body.to, text=text)).result
+        result = (
+            await sms.send_one(
+                session, settings, principal, to=body.to, text=text, writer=writer if key is None else None
+            )
+        ).result
         message = result.messages[0]
         return ok(
             MessageQueued(

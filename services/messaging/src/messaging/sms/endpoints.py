@@ -15,6 +15,7 @@ from messaging.messages import service as messages
 from messaging.messages.endpoints import Direction, Since, Status, Until
 from messaging.messages.schemas import MessageRead
 from messaging.sms import service
+from messaging.sms.coalesce import SendWriter
 from messaging.sms.schemas import SeedSendSms, SendResult, SmsSend
 
 router = APIRouter(prefix="/api/v1/sms", tags=["sms"])
@@ -36,6 +37,7 @@ async def send_sms(
     principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
+    writer: SendWriter,
     key: OptionalIdempotencyKey = None,
 ):
     """Queue one text to up to 10,000 recipients (contact ids or E.164 numbers). Opted-out and
@@ -43,7 +45,8 @@ async def send_sms(
     first answer."""
     async def work() -> dict:
         sent = await service.send(
-            session, settings, principal, text=body.message, recipients=body.recipients, sender=body.sender
+            session, settings, principal, text=body.message, recipients=body.recipients, sender=body.sender,
+            writer=writer if key is None else None,
         )
         # The answer is built here rather than validated against response_model: 10,000 items.
         return ok(sent.result)
@@ -71,12 +74,14 @@ async def sms_logs(
 
 
 @seed_router.post("/send-sms")
-async def seed_send_sms(body: SeedSendSms, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep):
+async def seed_send_sms(
+    body: SeedSendSms, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep, writer: SendWriter
+):
     """Seed 003: send one SMS from `senderPhone` (one of your numbers, or the platform's) to
     `receiverPhone`. A `uuid` makes it idempotent: a repeat sends nothing and answers the same."""
     sent = await service.send_one(
         session, settings, principal, to=body.receiver_phone, text=body.message_text,
-        sender=body.sender_phone, external_id=body.external_id,
+        sender=body.sender_phone, external_id=body.external_id, writer=writer,
     )
     result = sent.result
     message = result.messages[0]

@@ -2,8 +2,9 @@
 
 A send stores one `messages` row per recipient (status `queued`, billing `pending`), its first
 history row, opens or finds each conversation, and emits `messaging.sms.requested.v1` per
-message, all in the request's transaction and in one statement (sms.repository). Billing answers reserved or rejected; the worker
-dispatches. The API never calls a provider.
+message, all in one statement (sms.repository): in the request's transaction, or in a batch
+with other requests' sends (sms.coalesce) when the request has no Idempotency-Key. Billing
+answers reserved or rejected; the worker dispatches. The API never calls a provider.
 
 Refusals are 422s raised before anything is written (the request rolls back on any error, so
 nothing is stored either way). Recipients that opted out, and repeats, are not errors: they are
@@ -26,6 +27,7 @@ from common.phones import parse as parse_phone
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messaging.settings import MessagingSettings
+from messaging.sms.coalesce import SendCoalescer
 from messaging.sms.repository import NewMessages, SendRepository
 from messaging.sms.schemas import QueuedMessage, SendResult, Skipped
 from messaging.sms.segments import InvalidSmsText, SegmentInfo, analyse
@@ -106,8 +108,11 @@ async def send(
     recipients: list[str],
     sender: str | None = None,
     external_id: str | None = None,
+    writer: SendCoalescer | None = None,
 ) -> Sent:
-    """Queue `text` to every recipient (contact ids or phone numbers); see the module doc."""
+    """Queue `text` to every recipient (contact ids or phone numbers); see the module doc. With a
+    `writer`, the messages are written in its batch (committed when this returns) rather than in
+    `session`'s transaction."""
     tenant_id = principal.tenant_uuid
     info = check_text(text)
     if not recipients:
@@ -187,14 +192,13 @@ async def send(
         ],
         tenant_id=tenant,
     )
-    outcome = await repo.send(
-        NewMessages(
-            tenant_id=tenant_id, batch_id=batch_id, sender=from_number, custom_sender=custom_sender, body=text,
-            encoding=info.encoding, segments=info.segments, route=ROUTE, ids=ids,
-            conversations=[uuid7() for _ in dests], dests=dests, contacts=[targets[d] for d in dests],
-            events=events, external_id=external_id,
-        )
+    new = NewMessages(
+        tenant_id=tenant_id, batch_id=batch_id, sender=from_number, custom_sender=custom_sender, body=text,
+        encoding=info.encoding, segments=info.segments, route=ROUTE, ids=ids,
+        conversations=[uuid7() for _ in dests], dests=dests, contacts=[targets[d] for d in dests],
+        events=events, external_id=external_id,
     )
+    outcome = await (writer.write(new) if writer is not None else repo.send(new))
     if not outcome.sender_owned:
         raise SenderNotOwned(details={"sender": custom_sender})
     contact_of = dict(zip(dests, outcome.contacts, strict=True))
@@ -258,9 +262,13 @@ async def send_one(
     text: str,
     sender: str | None = None,
     external_id: str | None = None,
+    writer: SendCoalescer | None = None,
 ) -> Sent:
     """One recipient (seeds 002 and 003): an opted-out recipient is a refusal, not a skip."""
-    sent = await send(session, settings, principal, text=text, recipients=[to], sender=sender, external_id=external_id)
+    sent = await send(
+        session, settings, principal, text=text, recipients=[to], sender=sender, external_id=external_id,
+        writer=writer,
+    )
     if not sent.result.messages:
         raise RecipientOptedOut(details={"to": sent.result.skipped[0].to})
     return sent
