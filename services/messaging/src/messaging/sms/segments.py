@@ -85,13 +85,11 @@ def analyse(text: str) -> SegmentInfo:
 
 def _unit_widths(text: str) -> tuple[Encoding, list[int]]:
     """The encoding, and how many units each character (code point) of `text` takes in it."""
-    if _ESC not in text:
-        try:
-            text.encode(_CODEC)
-        except UnicodeEncodeError:
-            pass
-        else:
-            return GSM7, [_septets(ch) for ch in text]
+    # The codec is stateless (each character maps on its own), so a text is GSM-7 when each of its
+    # characters is; the per-character answer is cached (the codec is pure Python and slow).
+    widths = [_septets(ch) for ch in text]
+    if all(widths):
+        return GSM7, widths
     try:
         text.encode("utf-16-le")
     except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800" decodes to one)
@@ -101,7 +99,12 @@ def _unit_widths(text: str) -> tuple[Encoding, list[int]]:
     return UCS2, [2 if ord(ch) > 0xFFFF else 1 for ch in text]
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _septets(ch: str) -> int:
-    # The codec emits 1 septet, or 2 (ESC + code) for an extension-table character.
-    return len(ch.encode(_CODEC))
+    """1 septet, or 2 (ESC + code) for an extension-table character; 0: not in GSM-7."""
+    if ch == _ESC:
+        return 0
+    try:
+        return len(ch.encode(_CODEC))
+    except UnicodeEncodeError:
+        return 0
