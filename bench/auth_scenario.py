@@ -161,18 +161,29 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return res
 
 
+def _server_cpu(pids: list[int]) -> float | None:
+    used = [cpu_seconds(p) for p in pids]
+    return None if not used or None in used else sum(used)  # type: ignore[arg-type]
+
+
 async def run_wrk(
-    cfg: argparse.Namespace, url: str, token: str, pid: int | None = None, extra: tuple[str, ...] = ()
+    cfg: argparse.Namespace,
+    url: str,
+    token: str,
+    pid: int | list[int] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One wrk run (bounded: -d, plus a hard timeout), with the server's CPU time around it.
-    `extra`: more wrk arguments (a Lua script for POST bodies: `-s file.lua`)."""
+    """One wrk run (bounded: -d, plus a hard timeout), with the server's CPU time around it
+    (`pid`: its process, or all of them when it runs several). `extra`: more wrk arguments (a
+    Lua script for POST bodies: `-s file.lua`)."""
+    pids = [p for p in (pid if isinstance(pid, list) else [pid]) if p]
     argv = [
         "wrk", f"-t{cfg.wrk_threads}", f"-c{cfg.wrk_connections}", f"-d{cfg.wrk_seconds}s",
         "--timeout", "5s", "--latency", "-H", f"Authorization: Bearer {token}", *extra, url,
     ]
     # Every baseline before wrk starts: CpuMeter walks /proc, which is no work for the window.
-    cpu0 = cpu_seconds(pid)
-    meter = CpuMeter({"server": pid})
+    cpu0 = _server_cpu(pids)
+    meter = CpuMeter({"server" if i == 0 else f"server_{i}": p for i, p in enumerate(pids)})
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -183,7 +194,7 @@ async def run_wrk(
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"wrk did not finish: {url}") from None
-    cpu1 = cpu_seconds(pid)
+    cpu1 = _server_cpu(pids)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, reaped by communicate()
     wrk_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
     cpu_busy = meter.result({"wrk": wrk_cpu})

@@ -53,6 +53,9 @@ DATABASE = "switchboard"
 class Service:
     name: str
     port: int
+    # uvicorn worker processes of the API: the send path of messaging is CPU-bound in Python
+    # (one process uses one core); the others are light.
+    api_processes: int = 1
 
     @property
     def worker_metrics_port(self) -> int:
@@ -67,9 +70,11 @@ class Service:
         return self.pkg
 
 
+WORKER_NICE = 10
+
 SERVICES = [
     Service("auth", 8101),
-    Service("messaging", 8102),
+    Service("messaging", 8102, api_processes=2),
     Service("chat", 8103),
     Service("media", 8104),
     Service("billing", 8105),
@@ -303,18 +308,23 @@ serverurl=unix://{RUN}/supervisor.sock
     for svc in SERVICES:
         # Single quotes around values that hold double quotes (a JSON list); supervisord strips either.
         env = ",".join(f"{k}='{v}'" if '"' in v else f'{k}="{v}"' for k, v in service_env(svc).items())
+        processes = f" --workers {svc.api_processes}" if svc.api_processes > 1 else ""
         sections.append(
             program(
                 f"{svc.name}-api",
                 f"{PY} -m uvicorn {svc.pkg}.app:create_app --factory --host 127.0.0.1 "
-                f"--port {svc.port} --no-access-log",
+                f"--port {svc.port} --no-access-log{processes}",
                 environment=env, priority=20, stopsignal="TERM",
             )
         )
+        # Workers run at a lower CPU priority than the APIs: on one machine they share the cores
+        # with the request path, and background work (relays, consumers, dispatch) can lag a
+        # burst by seconds where an API answering late is what a user notices. (Deployed, they
+        # are separate containers with their own CPU.)
         sections.append(
             program(
                 f"{svc.name}-worker",
-                f"{PY} -m {svc.pkg}.worker",
+                f"nice -n {WORKER_NICE} {PY} -m {svc.pkg}.worker",
                 environment=env, priority=20, stopsignal="TERM",
             )
         )
