@@ -76,7 +76,7 @@ async def test_concurrent_sends_are_written_in_batches_and_each_caller_gets_its_
 
     assert coalescer.batches < len(jobs)  # written together, not one by one
     assert coalescer.largest > 1
-    for (who, body, phones), sent in zip(jobs, results, strict=True):
+    for (_, _, phones), sent in zip(jobs, results, strict=True):
         assert [m.to for m in sent.result.messages] == phones
         assert sent.result.count == 2 and sent.result.skipped == []
     events = requested(sessions, [m.id for sent in results for m in sent.result.messages])
