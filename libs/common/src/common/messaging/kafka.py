@@ -27,7 +27,9 @@ def producer_config(settings: BaseServiceSettings) -> dict[str, Any]:
         "client_id": f"{settings.service_name}-producer",
         "enable_idempotence": True,
         "acks": "all",
-        "linger_ms": 2,
+        # No linger: the relay appends a whole batch without yielding, so its records are
+        # batched anyway; a linger would only delay every batch's acknowledgement.
+        "linger_ms": 0,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
         "retry_backoff_ms": 200,

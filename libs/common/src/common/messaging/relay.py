@@ -1,10 +1,17 @@
 """The outbox relay: claims unpublished rows, publishes them with the idempotent producer, marks them.
 
-Rows are claimed with `FOR UPDATE SKIP LOCKED` inside one transaction that also marks them
-published, so two relays never publish the same row concurrently, and a relay that dies mid-batch
-leaves its rows unmarked (its transaction aborts with the connection) for the next one. The
-price is at-least-once delivery: a row published just before a crash is published again, and
-the consumers' inbox drops the duplicate. The relay wakes on LISTEN/NOTIFY and polls as a fallback.
+Rows are claimed and marked published by one `UPDATE ... FOR UPDATE SKIP LOCKED` statement in a
+transaction that commits only after Kafka acknowledged every row, so two relays never publish
+the same row concurrently, and a relay that dies mid-batch leaves its rows unmarked (its
+transaction aborts with the connection) for the next one. The price is at-least-once delivery:
+a row published just before a crash is published again, and the consumers' inbox drops the
+duplicate. The relay wakes on LISTEN/NOTIFY and polls as a fallback.
+
+Once a batch is acknowledged, its commit runs in the background while the next batch is claimed
+and sent on a second connection: the still-uncommitted rows are locked, so the next claim skips
+them (no row is published twice by one relay), and every row of the next batch is sent after
+the previous batch was acknowledged, so a commit that fails (its rows are published again later)
+cannot reorder events: the repeats come after the originals and the inboxes drop them.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from common.settings import BaseServiceSettings
 
 log = logging.getLogger("common.relay")
 
-_CLAIM = text(
-    "SELECT id, topic, key, envelope::text AS envelope FROM outbox "
-    "WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+# Claim and mark in one statement: the row locks are held, and the mark kept, only if the
+# transaction commits (after Kafka acknowledged the rows). published_at = now() is the
+# transaction's start, i.e. the claim.
+_CLAIM = (
+    "WITH claimed AS (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 "
+    "FOR UPDATE SKIP LOCKED) "
+    "UPDATE outbox o SET published_at = now(), attempts = o.attempts + 1 FROM claimed "
+    "WHERE o.id = claimed.id RETURNING o.id, o.topic, o.key, o.envelope::text"
 )
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
-_MARK = text("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(:ids)")
 _PURGE = text(
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < now() - "
     "make_interval(secs => :keep) LIMIT 5000)"
@@ -42,6 +52,53 @@ _PURGE_INBOX = text(
     "FROM inbox WHERE received_at < now() - interval '7 days' LIMIT 5000)"
 )
 HEADERS = [("content-type", b"application/cloudevents+json")]
+
+
+class _Lane:
+    """One of the relay's two database connections, and the commit running on it, if any.
+
+    The relay's own connections (not the service's pool): no pre-ping per transaction, and
+    `synchronous_commit = off` for the whole connection (the mark need not wait for the WAL
+    flush: if a crash loses it, the rows are published again and the inboxes drop the repeats).
+    """
+
+    def __init__(self, settings: BaseServiceSettings, name: str) -> None:
+        self._settings = settings
+        self._name = name
+        self.conn: asyncpg.Connection | None = None
+        self.commit: asyncio.Task | None = None
+
+    async def connection(self) -> asyncpg.Connection:
+        if self.commit is not None:
+            await self.commit  # never raises: see OutboxRelay._commit
+            self.commit = None
+        if self.conn is None or self.conn.is_closed():
+            self.conn = await asyncpg.connect(
+                self._settings.asyncpg_dsn,
+                server_settings={
+                    "search_path": self._settings.db_schema,
+                    "application_name": f"{self._settings.service_name}-{self._name}",
+                    "synchronous_commit": "off",
+                },
+            )
+        return self.conn
+
+    def drop(self) -> None:
+        """Forget a connection in an unknown state (an error mid-transaction)."""
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None
+
+    async def close(self) -> None:
+        if self.commit is not None:
+            await self.commit
+            self.commit = None
+        if self.conn is not None and not self.conn.is_closed():
+            try:
+                await asyncio.wait_for(self.conn.close(), 5)
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                self.conn.terminate()
+        self.conn = None
 
 
 class OutboxRelay:
@@ -59,6 +116,10 @@ class OutboxRelay:
         self.keep_published_s = keep_published_s
         self._wake = asyncio.Event()
         self._producer = None
+        # Two connections: a batch is claimed and sent on one while the previous batch's
+        # commit finishes on the other.
+        self._lanes = [_Lane(settings, "relay-a"), _Lane(settings, "relay-b")]
+        self._next_lane = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         self._producer = make_producer(self.settings)
@@ -90,6 +151,8 @@ class OutboxRelay:
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+            for lane in self._lanes:
+                await lane.close()
             await self._producer.stop()
 
     async def _replace_producer(self, stop: asyncio.Event) -> None:
@@ -116,26 +179,58 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
 
     async def publish_batch(self) -> int:
-        """Publish one batch; returns how many rows it published."""
+        """Claim, publish and (in the background) commit one batch; returns how many rows it
+        published. Returns once Kafka acknowledged them; `flush()` waits for the commit."""
         assert self._producer is not None
-        async with self.session_factory() as session, session.begin():
-            # The mark need not wait for the WAL flush: if a crash loses it, the rows are
-            # published again and the consumers' inbox drops the repeats (at-least-once anyway).
-            await session.execute(_ASYNC_COMMIT)
-            rows = (await session.execute(_CLAIM, {"n": self.batch_size})).all()
+        lane = self._lanes[self._next_lane]
+        conn = await lane.connection()  # waits for the commit still running on it
+        tx = conn.transaction()
+        try:
+            await tx.start()
+            rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
+                await tx.rollback()
                 return 0
+            rows.sort(key=lambda row: row[0])  # RETURNING has no order: publish in id order
+            send = self._producer.send
             futures = [
-                await self._producer.send(
-                    row.topic, value=row.envelope.encode(), key=row.key.encode(), headers=HEADERS
-                )
+                await send(row[1], value=row[3].encode(), key=row[2].encode(), headers=HEADERS)
                 for row in rows
             ]
             await asyncio.gather(*futures)
-            await session.execute(_MARK, {"ids": [row.id for row in rows]})
-        for row in rows:
-            metrics.EVENTS_PUBLISHED.labels(topic=row.topic).inc()
+        except BaseException:
+            # Roll back (the rows stay unpublished for the next pass); a connection in an
+            # unknown state is dropped instead, which rolls back just the same.
+            try:
+                await asyncio.wait_for(tx.rollback(), 5)
+            except BaseException:  # noqa: BLE001
+                lane.drop()
+            raise
+        lane.commit = asyncio.create_task(self._commit(lane, tx, rows), name="outbox-commit")
+        self._next_lane = 1 - self._next_lane
         return len(rows)
+
+    async def _commit(self, lane: _Lane, tx, rows: list) -> None:  # noqa: ANN001
+        """Commit a published batch's mark. Never raises: a failed commit leaves the rows
+        unpublished, and they go out again (the inboxes drop the repeats)."""
+        try:
+            await tx.commit()
+        except Exception as exc:  # noqa: BLE001
+            log.warning(f"outbox mark failed, the batch will be published again: {exc!r}")
+            lane.drop()
+            return
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row[1]] = counts.get(row[1], 0) + 1
+        for topic, n in counts.items():
+            metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(n)
+
+    async def flush(self) -> None:
+        """Wait until every published batch's commit has finished."""
+        for lane in self._lanes:
+            if lane.commit is not None:
+                await lane.commit
+                lane.commit = None
 
     async def _purge(self) -> None:
         """Delete published outbox rows and old inbox rows, 5,000 at a time, until caught up
@@ -169,4 +264,3 @@ class OutboxRelay:
             finally:
                 if conn is not None and not conn.is_closed():
                     await conn.close()
-
