@@ -3,6 +3,7 @@
 from contextlib import AsyncExitStack
 
 from common.app import create_service_app
+from common.db import create_engine
 from fastapi import FastAPI
 
 from messaging.contacts.endpoints import router as contacts_router
@@ -11,7 +12,7 @@ from messaging.inbound.service import webhook_providers
 from messaging.messages.endpoints import router as messages_router
 from messaging.numbers.endpoints import router as numbers_router
 from messaging.settings import MessagingSettings
-from messaging.sms.coalesce import SendCoalescer
+from messaging.sms.coalesce import WRITER_SERVER_SETTINGS, SendCoalescer
 from messaging.sms.endpoints import router as sms_router
 from messaging.sms.endpoints import seed_router as sms_seed_router
 
@@ -26,9 +27,10 @@ async def _startup(app: FastAPI) -> AsyncExitStack:
     for provider in providers.values():
         closing.push_async_callback(provider.aclose)
     if settings.sms_coalesce_writers > 0:
-        coalescer = app.state.send_coalescer = SendCoalescer(
-            app.state.session_factory, writers=settings.sms_coalesce_writers
-        )
+        writers = settings.sms_coalesce_writers
+        engine = create_engine(settings, pool_size=writers, server_settings=WRITER_SERVER_SETTINGS)
+        closing.push_async_callback(engine.dispose)
+        coalescer = app.state.send_coalescer = SendCoalescer(engine, writers=writers)
         await coalescer.start()
         closing.push_async_callback(coalescer.stop)
     return closing

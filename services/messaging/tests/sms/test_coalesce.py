@@ -10,12 +10,13 @@ import uuid
 
 import pytest
 from common.auth import Principal
+from common.db import create_engine
 from messaging.settings import MessagingSettings
 from messaging.sms import service
-from messaging.sms.coalesce import SendCoalescer
+from messaging.sms.coalesce import WRITER_APPLICATION_NAME, WRITER_SERVER_SETTINGS, SendCoalescer
 from sqlalchemy import text
 
-from tests.support import random_phone, sessions_fixture
+from tests.support import random_phone, sessions_fixture, superuser_conn
 
 SETTINGS = MessagingSettings(db_pool_size=4)
 sessions = sessions_fixture(lambda: SETTINGS)
@@ -25,12 +26,18 @@ def tenant() -> Principal:
     return Principal(user_id=str(uuid.uuid4()), tenant_id=str(uuid.uuid4()), roles=("OWNER",))
 
 
+def writer_engine(name: str = WRITER_APPLICATION_NAME):
+    return create_engine(SETTINGS, pool_size=1, server_settings={**WRITER_SERVER_SETTINGS, "application_name": name})
+
+
 @pytest.fixture
-async def coalescer(sessions):
-    writer = SendCoalescer(sessions, writers=1)
+async def coalescer():
+    engine = writer_engine()
+    writer = SendCoalescer(engine, writers=1)
     await writer.start()
     yield writer
     await writer.stop()
+    await engine.dispose()
 
 
 async def send(sessions, writer, who, **kwargs):
@@ -172,7 +179,8 @@ async def built(sessions, who: Principal):
 
 
 async def test_stop_writes_what_is_waiting(sessions):
-    writer = SendCoalescer(sessions, writers=1)
+    engine = writer_engine()
+    writer = SendCoalescer(engine, writers=1)
     await writer.start()
     who = tenant()
     pending = [asyncio.create_task(send(sessions, writer, who, text="late", recipients=[random_phone()])) for _ in range(20)]
@@ -183,3 +191,28 @@ async def test_stop_writes_what_is_waiting(sessions):
     assert len(await stored(sessions, who)) == 20
     with pytest.raises(RuntimeError):
         await send(sessions, writer, who, text="too late", recipients=[random_phone()])
+    await engine.dispose()
+
+
+async def test_a_writer_whose_connection_was_killed_writes_the_next_send_on_a_new_one(sessions):
+    name = f"coalesce-test-{uuid.uuid4().hex[:8]}"
+    engine = writer_engine(name)
+    writer = SendCoalescer(engine, writers=1)
+    await writer.start()
+    try:
+        who = tenant()
+        await send(sessions, writer, who, text="before", recipients=[random_phone()])
+        conn = await superuser_conn()
+        try:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", name
+            )
+        finally:
+            await conn.close()
+        assert killed == 1
+        after = await send(sessions, writer, who, text="after", recipients=[random_phone()])
+        assert after.result.count == 1
+        assert sorted(r.body for r in await stored(sessions, who)) == ["after", "before"]
+    finally:
+        await writer.stop()
+        await engine.dispose()

@@ -26,17 +26,28 @@ def _ping_asyncpg(dbapi_connection: Any) -> bool:
     return True
 
 
-def create_engine(settings: BaseServiceSettings, **kwargs) -> AsyncEngine:
-    """An async engine whose connections resolve unqualified names in the service's schema."""
+def create_engine(
+    settings: BaseServiceSettings,
+    *,
+    pool_size: int | None = None,
+    server_settings: dict[str, str] | None = None,
+    **kwargs,
+) -> AsyncEngine:
+    """An async engine whose connections resolve unqualified names in the service's schema.
+    `pool_size` (default: settings.db_pool_size, with as many again of overflow) and
+    `server_settings` (more session settings, e.g. another `application_name`) are for a
+    component that holds its own connections."""
+    size = settings.db_pool_size if pool_size is None else pool_size
     engine = _create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        pool_size=size,
+        max_overflow=size,
         pool_pre_ping=True,
         connect_args={
             "server_settings": {
                 "search_path": settings.db_schema,
                 "application_name": settings.service_name,
+                **(server_settings or {}),
             }
         },
         **kwargs,

@@ -1,17 +1,21 @@
 """Concurrent sends written together: one transaction and one statement for many requests.
 
 Each send is one statement either way (sms.repository), but a request's own transaction around
-it costs a BEGIN, a COMMIT (waiting for the WAL flush) and the session's bookkeeping, several
-times what the statement costs for one recipient. Under load the API process is the bottleneck
-of single-recipient sends, so the API hands a send's rows to the coalescer instead: a writer
-takes every send waiting at that moment (up to a cap), writes them with one statement in one
-transaction, commits, then answers each request. Nothing waits on a timer: while one batch is
-being written the next one gathers, so a lone send goes straight through and a busy API writes
-bigger batches.
+it costs a pool checkout and its ping, a BEGIN and a COMMIT: four round trips and the session's
+bookkeeping, several times what the statement itself costs for one recipient. Under load the
+API process is the bottleneck of single-recipient sends, so the API hands a send's rows to the
+coalescer instead: a writer takes every send waiting at that moment (up to a cap) and writes them
+with the one statement, then answers each request. Each writer holds its own connection in
+autocommit (the statement is its own transaction: one round trip per batch), with JIT off (a big
+batch's plan crosses the JIT thresholds and compiling costs far more than it saves) and its own
+`application_name`, `messaging-send-writer`. Nothing waits on a timer: while one batch is being
+written the next one gathers, so a lone send goes straight through and a busy API writes bigger
+batches.
 
 A request is answered only after its batch committed, as with its own transaction. When a batch
-fails, each of its sends is retried alone, so one send's error (or a deadlock, a lost
-connection) fails that send and no other.
+fails, its writer drops its connection and writes each of its sends again, alone, on a new one:
+one send's error (or a deadlock) fails that send and no other, and a connection that died since
+the last batch (a database restart) fails nothing.
 
 Sends with an `Idempotency-Key` do not come here: their key row must commit with their messages
 in the request's transaction (common.idempotency).
@@ -26,11 +30,14 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from messaging.sms.repository import NewMessages, Outcome, SendRepository
 
 log = logging.getLogger(__name__)
+
+WRITER_APPLICATION_NAME = "messaging-send-writer"
+WRITER_SERVER_SETTINGS = {"application_name": WRITER_APPLICATION_NAME, "jit": "off"}
 
 
 @dataclass
@@ -39,19 +46,27 @@ class _Waiting:
     answer: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+@dataclass
+class _Slot:
+    """One writer's connection (None until its first batch, and after a failed one)."""
+
+    conn: AsyncConnection | None = None
+
+
 class SendCoalescer:
     """Writes the sends handed to `write` in batches; `writers` batches can be in flight at once
-    (while one waits for its commit's flush, the next is written)."""
+    (while one waits for its commit's flush, the next is written). `engine`: its connections are
+    held by the writers (create it with WRITER_SERVER_SETTINGS and a pool of `writers`)."""
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         *,
         writers: int = 2,
         max_sends: int = 500,
         max_rows: int = 5_000,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._writers = writers
         self._max_sends = max_sends
         self._max_rows = max_rows
@@ -64,7 +79,9 @@ class SendCoalescer:
         self.split = 0  # batches that failed and were written again send by send
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name=f"send-coalescer-{i}") for i in range(self._writers)]
+        self._tasks = [
+            asyncio.create_task(self._run(_Slot()), name=f"send-coalescer-{i}") for i in range(self._writers)
+        ]
 
     async def stop(self) -> None:
         """Writes what is waiting and lets the batches in flight finish, then stops."""
@@ -97,7 +114,14 @@ class SendCoalescer:
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return batch
 
-    async def _run(self) -> None:
+    async def _run(self, slot: _Slot) -> None:
+        try:
+            await self._serve(slot)
+        finally:
+            if slot.conn is not None:
+                await _discard(slot.conn)
+
+    async def _serve(self, slot: _Slot) -> None:
         while True:
             while not self._waiting:
                 self._wake.clear()
@@ -107,24 +131,26 @@ class SendCoalescer:
                 self._wake.set()  # more than one batch's worth: another writer may start now
             self._busy += 1
             try:
-                await self._write(batch)
+                await self._write(slot, batch)
             except Exception:  # noqa: BLE001 - answered per send in _write; never kill the writer
                 log.exception("send coalescer: a batch could not be answered")
             finally:
                 self._busy -= 1
 
-    async def _write(self, batch: list[_Waiting]) -> None:
+    async def _write(self, slot: _Slot, batch: list[_Waiting]) -> None:
         try:
-            outcomes = await self._commit([w.send for w in batch])
+            outcomes = await self._commit(slot, [w.send for w in batch])
         except Exception as error:  # noqa: BLE001 - retried send by send below
-            if len(batch) == 1:
-                _fail(batch[0], error)
-                return
-            self.split += 1
+            # Each send again, alone, on a new connection: a bad send fails on its own, and a
+            # connection that died since the last batch (a database restart) costs nothing. A
+            # statement that did commit before its connection died cannot store twice: the
+            # messages' and events' ids are the same and unique.
+            if len(batch) > 1:
+                self.split += 1
             log.warning("send coalescer: a batch of %d sends failed (%s); writing them one by one", len(batch), error)
             for waiting in batch:
                 try:
-                    outcome = (await self._commit([waiting.send]))[0]
+                    outcome = (await self._commit(slot, [waiting.send]))[0]
                 except Exception as alone:  # noqa: BLE001 - that send's error is its caller's
                     _fail(waiting, alone)
                 else:
@@ -135,9 +161,29 @@ class SendCoalescer:
         for waiting, outcome in zip(batch, outcomes, strict=True):
             _answer(waiting, outcome)
 
-    async def _commit(self, sends: Sequence[NewMessages]) -> list[Outcome]:
-        async with self._sessions.begin() as session:  # commits on leaving
-            return await SendRepository(session).send_many(sends)
+    async def _commit(self, slot: _Slot, sends: Sequence[NewMessages]) -> list[Outcome]:
+        """One statement on the slot's connection, in autocommit: stored when it returns."""
+        if slot.conn is None:
+            conn = await self._engine.connect()
+            slot.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            outcomes = await SendRepository(slot.conn, jit_set=True).send_many(sends)
+            await slot.conn.commit()  # ends SQLAlchemy's autobegun block; nothing is sent
+        except BaseException:
+            conn, slot.conn = slot.conn, None
+            await _discard(conn)
+            raise
+        return outcomes
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Close a writer's connection without returning it to the pool (its session settings are
+    the writers')."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:  # noqa: BLE001 - already broken: nothing to release
+        log.debug("send coalescer: closing a broken connection failed", exc_info=True)
 
 
 def _answer(waiting: _Waiting, outcome: Outcome) -> None:

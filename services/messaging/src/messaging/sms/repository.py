@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # The tenant's contacts named by id (a send naming contacts looks them up first: an unknown one
 # refuses the send before anything is written).
@@ -154,8 +154,10 @@ class Outcome:
 
 
 class SendRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection, *, jit_set: bool = False) -> None:
+        """`jit_set`: the connection already runs with JIT off (sms.coalesce's writers)."""
         self.session = session
+        self.jit_set = jit_set
 
     async def contacts(self, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Contact id -> phone, for the tenant's contacts among `ids`."""
@@ -171,7 +173,7 @@ class SendRepository:
         reqs: list[int] = []
         for number, new in enumerate(sends, start=1):
             reqs.extend([number] * len(new.dests))
-        if len(reqs) >= JIT_OFF_FROM:
+        if len(reqs) >= JIT_OFF_FROM and not self.jit_set:
             await self.session.execute(_NO_JIT)
         events = [e for new in sends for e in new.events]
         result = await self.session.execute(
