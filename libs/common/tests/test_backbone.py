@@ -6,9 +6,12 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 
 import backbone_proc
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import TopicPartition
 from common.contracts import dlq_topic, topic_for
 from common.messaging import emit, emit_many
 from common.messaging.consumer import EventConsumer
@@ -226,6 +229,181 @@ async def test_a_batch_handler_gets_runs_of_events_and_a_poison_one_is_isolated(
     async with bb_sessions() as session:
         seqs = set((await session.execute(text("SELECT seq FROM effects WHERE event_type = :t"), {"t": contract.type})).scalars())
     assert seqs == set(range(400)) - {300}
+
+
+async def read_topic(settings, topic: str, n: int, timeout: float = 30) -> list:  # noqa: ANN001
+    """Every record of `topic` (at least `n`), each partition in offset order."""
+    consumer = make_consumer(settings, f"reader-{uuid.uuid4().hex[:8]}", topic)
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < n and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+        # Anything that would follow (a duplicate too many) shows up in this extra second.
+        for batch in (await consumer.getmany(timeout_ms=1000)).values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+class FlakyRelay(OutboxRelay):
+    """The real relay, with faults injected: the acknowledgements of the batches numbered in
+    `lose_acks` fail after their records reached Kafka (as a timed-out request that was in fact
+    written), and the commits numbered in `lose_commits` are rolled back instead (a mark that
+    never reached the database)."""
+
+    def __init__(self, *args, lose_acks=(), lose_commits=(), **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.lose_acks, self.lose_commits = set(lose_acks), set(lose_commits)
+        self.batches = self.commits = 0
+        self.republished: set[int] = set()  # seqs whose rows must go out twice
+
+    async def publish_batch(self) -> int:
+        self.batches += 1
+        if self.batches not in self.lose_acks:
+            return await super().publish_batch()
+        real_send = self._producer.send
+
+        async def send(topic, value, **kwargs):  # noqa: ANN001, ANN202
+            fut = await real_send(topic, value=value, **kwargs)
+            self.republished.add(json.loads(value)["data"]["seq"])
+
+            async def lost() -> None:
+                await fut
+                raise KafkaTimeoutError("acknowledgement lost (injected)")
+
+            return asyncio.ensure_future(lost())
+
+        self._producer.send = send
+        try:
+            return await super().publish_batch()
+        finally:
+            self._producer.send = real_send
+
+    async def _commit(self, lane, tx, rows) -> None:  # noqa: ANN001
+        self.commits += 1
+        if self.commits not in self.lose_commits:
+            return await super()._commit(lane, tx, rows)
+        await tx.rollback()
+        self.republished.update(json.loads(row[3])["data"]["seq"] for row in rows)
+
+
+async def test_the_pipelined_relay_publishes_each_row_once_in_key_order_even_after_failed_batches(
+    bb_settings, bb_sessions, contract
+):
+    """Batches are claimed while the previous batch's commit runs: no row goes out twice unless
+    its batch failed, and per key the events reach Kafka in outbox order, also when a batch's
+    acknowledgements are lost (it is rolled back and published again) and when a commit is lost
+    (its rows are published again after later batches)."""
+    n, keys = 1200, 7
+    async with bb_sessions() as session, session.begin():
+        await emit_many(session, [(contract.model(seq=s), f"key-{s % keys}") for s in range(n)])
+    settings = bb_settings.model_copy(update={"outbox_batch_size": 40})
+    relay = FlakyRelay(settings, bb_sessions, lose_acks={3, 11}, lose_commits={6, 15})
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        records = await read_topic(bb_settings, topic_for(contract.type), n + 4 * 40)
+    finally:
+        stop.set()
+        await task
+    assert relay.batches > 20 and relay.commits > 15  # the faults really happened mid-stream
+    seen: dict[int, int] = {}
+    first_by_key: dict[bytes, list[int]] = {}
+    for r in records:
+        seq = json.loads(r.value)["data"]["seq"]
+        if seq not in seen:
+            first_by_key.setdefault(r.key, []).append(seq)
+        seen[seq] = seen.get(seq, 0) + 1
+    assert set(seen) == set(range(n))
+    assert {s for s, c in seen.items() if c > 1} == relay.republished
+    assert max(seen.values()) == 2
+    assert len(relay.republished) == 4 * 40
+    for key, seqs in first_by_key.items():
+        assert seqs == sorted(seqs), key
+    async with bb_sessions() as session:
+        unpublished = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE topic = :t AND published_at IS NULL"),
+            {"t": topic_for(contract.type)},
+        )
+    assert unpublished == 0
+
+
+async def test_two_relays_on_one_outbox_never_publish_a_row_twice(
+    bb_settings, bb_sessions, contract
+):
+    n = 3000
+    await emit_items(bb_sessions, contract, range(n), per_tx=500, bulk=True)
+    settings = bb_settings.model_copy(update={"outbox_batch_size": 50})
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(OutboxRelay(settings, bb_sessions).run(stop)) for _ in range(2)]
+    try:
+        records = await read_topic(bb_settings, topic_for(contract.type), n)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    seqs = [json.loads(r.value)["data"]["seq"] for r in records]
+    assert sorted(seqs) == list(range(n))
+
+
+async def test_the_pipelined_consumer_keeps_per_key_order_and_commits_every_offset(
+    bb_settings, bb_sessions, contract
+):
+    """Partitions run side by side and fetching goes on while handlers run: per key the
+    handlers still see the events in order, each once, and when the runner stops, the offset of
+    every handled record is committed."""
+    n, keys = 900, 9
+    handled: list[tuple[str, int]] = []
+    group = f"g-{contract.type}"
+
+    async def handler(session, envelope) -> None:  # noqa: ANN001
+        if envelope.data.seq % 97 == 0:
+            await asyncio.sleep(0.05)  # a partition that lags now and then
+        await backbone_proc.record_effect(session, envelope)
+
+    def on_committed(envelopes) -> None:  # noqa: ANN001
+        handled.extend((e.subject, e.data.seq) for e in envelopes)
+
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(OutboxRelay(bb_settings, bb_sessions).run(stop)),
+        asyncio.create_task(
+            EventConsumer(
+                bb_settings, bb_sessions, group, {contract.type: handler}, on_committed=on_committed
+            ).run(stop)
+        ),
+    ]
+    try:
+        for start in range(0, n, 30):
+            async with bb_sessions() as session, session.begin():
+                await emit_many(
+                    session,
+                    [(contract.model(seq=s), f"key-{s % keys}") for s in range(start, start + 30)],
+                )
+            await asyncio.sleep(0.005)
+        assert await wait_effects(bb_sessions, contract, n, 60) == (n, n)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert len(handled) == n
+    by_key: dict[str, list[int]] = {}
+    for key, seq in handled:
+        by_key.setdefault(key, []).append(seq)
+    assert len(by_key) == keys
+    for key, seqs in by_key.items():
+        assert seqs == sorted(seqs), key
+    reader = make_consumer(bb_settings, group)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic_for(contract.type), p) for p in range(3)]
+        ends = await reader.end_offsets(tps)
+        committed = {tp: await reader.committed(tp) for tp in tps}
+    finally:
+        await reader.stop()
+    assert committed == ends
 
 
 @pytest.mark.slow

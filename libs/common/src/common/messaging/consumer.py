@@ -16,9 +16,12 @@ retried until they pass, and nothing is committed meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +31,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from common.aio import wait_woken
 from common.context import request_id_var
 from common.contracts.envelope import EventEnvelope, dlq_topic, split_type, topic_for
 from common.contracts.registry import model_for
@@ -153,38 +157,10 @@ class EventConsumer:
         await _start_with_retry(consumer.start, stop, "consumer")
         await _start_with_retry(self._producer.start, stop, "dlq producer")
         log.info("consumer started", extra={"group": self.group_id, "topics": self.topics})
-        commit_task: asyncio.Task | None = None
+        pipeline = _Pipeline(self, consumer, stop)
         try:
-            while not stop.is_set():
-                try:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=500)
-                except KafkaError as exc:
-                    log.warning("fetch failed, retrying", extra={"error": repr(exc)})
-                    await asyncio.sleep(0.5)
-                    continue
-                work = [(tp, records) for tp, records in batches.items() if records]
-                if not work:
-                    continue
-                # Partitions are independent (order is per partition): handle them side by side,
-                # then commit every finished partition's offset in one request.
-                done = await asyncio.gather(
-                    *(self._process_partition(tp, records, stop) for tp, records in work)
-                )
-                offsets = {
-                    tp: records[-1].offset + 1
-                    for (tp, records), finished in zip(work, done, strict=True)
-                    if finished
-                }
-                if offsets:
-                    # Committed in the background: the database already holds the work (and
-                    # the inbox drops a redelivery), so the next fetch need not wait for the
-                    # broker's answer. One commit in flight at a time keeps them in order.
-                    if commit_task is not None:
-                        await commit_task
-                    commit_task = asyncio.create_task(self._commit(consumer, offsets))
+            await pipeline.run()
         finally:
-            if commit_task is not None:
-                await commit_task
             await consumer.stop()
             await self._producer.stop()
 
@@ -198,10 +174,23 @@ class EventConsumer:
 
     # -- processing --------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A session on the partition's held connection (see `_HeldConnection`), or, outside a
+        partition task, on a connection from the pool."""
+        held = _HELD.get()
+        if held is None:
+            async with self.session_factory() as session:
+                yield session
+        else:
+            async with self.session_factory(bind=await held.get()) as session:
+                yield session
+
     async def _process_partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord], stop: asyncio.Event
+        self, tp: TopicPartition | None, records: list[ConsumerRecord], stop: asyncio.Event
     ) -> bool:
-        """Handle one partition's records in order; True once all of them are settled."""
+        """Handle records in order (one partition's, `tp`, or several partitions' one after the
+        other, `tp` None); True once all of them are settled."""
         items = [self._decode(r) for r in records]
         i = 0
         backoff = self.backoff
@@ -215,6 +204,9 @@ class EventConsumer:
                 if not is_transient(exc):
                     raise
                 log.warning("infrastructure error, retrying batch", extra={"error": repr(exc)})
+                held = _HELD.get()
+                if held is not None:
+                    await held.release()  # the retry starts on a fresh connection
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         return True
@@ -240,7 +232,7 @@ class EventConsumer:
 
     async def _fast_batch(self, envelopes: list[EventEnvelope[Any]]) -> list[EventEnvelope[Any]]:
         handled: list[EventEnvelope[Any]] = []
-        async with self.session_factory() as session:
+        async with self._session() as session:
             async with session.begin():
                 rows = await session.execute(
                     _CLAIM_MANY,
@@ -280,7 +272,7 @@ class EventConsumer:
         failed_at: int | None = None
         failure: BaseException | None = None
         handled: list[EventEnvelope[Any]] = []
-        async with self.session_factory() as session:
+        async with self._session() as session:
             async with session.begin():
                 for j in range(start, len(items)):
                     item = items[j]
@@ -341,7 +333,7 @@ class EventConsumer:
             for attempt in range(1, self.max_retries + 1):
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                 try:
-                    async with self.session_factory() as session, session.begin():
+                    async with self._session() as session, session.begin():
                         handled = await self._handle(session, item.envelope)
                     self._committed([item.envelope] if handled else [])
                     return
@@ -377,7 +369,7 @@ class EventConsumer:
             )
         )
         if item.envelope is not None:
-            async with self.session_factory() as session, session.begin():
+            async with self._session() as session, session.begin():
                 await session.execute(
                     _CLAIM,
                     {
@@ -395,20 +387,27 @@ class EventConsumer:
 
     def _committed(self, handled: list[EventEnvelope[Any]]) -> None:
         """Count and log only what the database kept: a rolled-back batch is redone."""
+        if not handled:
+            return
+        counts: dict[str, int] = {}
         for envelope in handled:
-            metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "handled").inc()
-            trace_id = envelope.traceparent.split("-")[1] if envelope.traceparent else None
-            log.info(
-                "event handled",
-                extra={
-                    "event_id": envelope.id,
-                    "event_type": envelope.type,
-                    "group": self.group_id,
-                    "request_id": envelope.requestid,
-                    "trace_id": trace_id,
-                },
-            )
-        if handled and self.on_committed is not None:
+            counts[envelope.type] = counts.get(envelope.type, 0) + 1
+        for event_type, n in counts.items():
+            metrics.EVENTS_CONSUMED.labels(self.group_id, event_type, "handled").inc(n)
+        if log.isEnabledFor(logging.INFO):
+            for envelope in handled:
+                trace_id = envelope.traceparent.split("-")[1] if envelope.traceparent else None
+                log.info(
+                    "event handled",
+                    extra={
+                        "event_id": envelope.id,
+                        "event_type": envelope.type,
+                        "group": self.group_id,
+                        "request_id": envelope.requestid,
+                        "trace_id": trace_id,
+                    },
+                )
+        if self.on_committed is not None:
             self.on_committed(handled)
 
     def _decode(self, record: ConsumerRecord) -> _Item:
@@ -432,6 +431,196 @@ class EventConsumer:
             return _Item(record, envelope=model.model_validate(raw))
         except ValidationError as exc:
             return _Item(record, dead_reason=f"malformed: {exc}"[:1000])
+
+
+class _HeldConnection:
+    """The connection a consumer's transactions run on while events keep coming.
+
+    Taken from the service's pool once and kept between transactions, instead of one checkout
+    per transaction: a checkout costs a pre-ping round trip, and the handlers' transaction is on
+    the latency path of every event. Given back when no event came for a while, and replaced
+    after an infrastructure error (it may be dead: a database restart)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.conn: AsyncConnection | None = None
+
+    async def get(self) -> AsyncConnection:
+        if self.conn is not None and (self.conn.closed or self.conn.invalidated):
+            await self.release()
+        if self.conn is None:
+            self.conn = await self.engine.connect()
+        return self.conn
+
+    async def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+_HELD: ContextVar[_HeldConnection | None] = ContextVar("consumer_held_connection", default=None)
+
+
+class _Pipeline:
+    """The runner's loop: fetching, handling and offset commits overlap.
+
+    One task fetches (`getmany`) and queues each partition's records as soon as they arrive:
+    aiokafka sends the next fetch to a broker only once every record it fetched from that
+    broker has been taken, so a fetch stays in flight while handlers run. One task handles:
+    whenever it is free, it takes everything queued (up to `MAX_RECORDS` per partition); up to
+    `COMBINE_MAX` records, all partitions go in one transaction, each partition's records in
+    order (fewer, fuller transactions: a transaction's round trips, not its rows, are what a
+    handled event waits for); a larger backlog is handled partition by partition side by side,
+    one transaction each. A third task commits the offsets of the records whose transactions
+    committed, at most once per `COMMIT_INTERVAL_S`, all finished partitions in one request.
+    At most about `MAX_QUEUED` records wait: beyond that fetching pauses.
+    """
+
+    MAX_RECORDS = 500
+    MAX_QUEUED = 2000
+    COMBINE_MAX = 100
+    COMMIT_INTERVAL_S = 0.1
+    IDLE_S = 2.0  # held connections are given back after this long without records
+
+    def __init__(self, runner: EventConsumer, consumer, stop: asyncio.Event) -> None:  # noqa: ANN001
+        self.runner = runner
+        self.consumer = consumer
+        self.stop = stop
+        bind = runner.session_factory.kw.get("bind")
+        self.engine = bind if isinstance(bind, AsyncEngine) else None
+        # One per transaction running side by side (none without an engine to hold from).
+        self.held: list[_HeldConnection | None] = []
+        self.halt = asyncio.Event()  # stop, or a failure: take no more records
+        self.queues: dict[TopicPartition, list[ConsumerRecord]] = {}
+        self.queued = 0
+        self.ready = asyncio.Event()  # records were queued (or halt)
+        self.room = asyncio.Event()  # records were taken (or halt)
+        self.offsets: dict[TopicPartition, int] = {}  # handled, not yet committed
+        self.offsets_ready = asyncio.Event()
+        self.handler: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        group = self.runner.group_id
+        self.handler = handler = asyncio.create_task(self._handle_loop(), name=f"{group}-handle")
+        committer = asyncio.create_task(self._commit_loop(), name=f"{group}-commit")
+        stopper = asyncio.create_task(self.stop.wait())
+        stopper.add_done_callback(lambda _: self._halt())
+        handler.add_done_callback(lambda _: self._halt())
+        try:
+            while not self.halt.is_set():
+                if self.queued >= self.MAX_QUEUED:
+                    self.room.clear()
+                    await self.room.wait()
+                    continue
+                try:
+                    batches = await self.consumer.getmany(
+                        timeout_ms=500, max_records=self.MAX_RECORDS
+                    )
+                except KafkaError as exc:
+                    log.warning("fetch failed, retrying", extra={"error": repr(exc)})
+                    await wait_woken(self.halt, None, 0.5)
+                    continue
+                for tp, records in batches.items():
+                    if records:
+                        self.queues.setdefault(tp, []).extend(records)
+                        self.queued += len(records)
+                        self.ready.set()
+        finally:
+            self._halt()
+            stopper.cancel()
+            # The transaction in progress finishes; then the finished offsets are committed.
+            await asyncio.gather(handler, return_exceptions=True)
+            await committer
+            await self._release_all()
+        if not handler.cancelled() and handler.exception() is not None:
+            raise handler.exception()  # a bug outside a handler ends the runner
+
+    def _halt(self) -> None:
+        self.halt.set()
+        self.ready.set()
+        self.room.set()
+        self.offsets_ready.set()
+
+    def _take(self) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+        work = []
+        assigned = self.consumer.assignment()
+        for tp, queue in self.queues.items():
+            if queue:
+                records = queue[: self.MAX_RECORDS]
+                del queue[: len(records)]
+                self.queued -= len(records)
+                if tp in assigned:  # else revoked: its new owner reads these records again
+                    work.append((tp, records))
+        self.room.set()
+        return work
+
+    async def _handle_loop(self) -> None:
+        while not self.halt.is_set():
+            if not self.queued:
+                self.ready.clear()
+                try:
+                    await asyncio.wait_for(self.ready.wait(), self.IDLE_S)
+                except TimeoutError:
+                    await self._release_all()
+                continue
+            work = self._take()
+            if not work:
+                continue
+            if len(work) == 1 or sum(len(records) for _, records in work) <= self.COMBINE_MAX:
+                # Partitions are independent: concatenated, each keeps its own order.
+                combined = [r for _, records in work for r in records]
+                done = [await self._in_lane(0, None, combined)] * len(work)
+            else:
+                done = await asyncio.gather(
+                    *(self._in_lane(i, tp, records) for i, (tp, records) in enumerate(work)),
+                    return_exceptions=True,  # every lane finishes before a failure ends us
+                )
+                for result in done:
+                    if isinstance(result, BaseException):
+                        raise result
+            for (tp, records), finished in zip(work, done, strict=True):
+                if finished:
+                    self.offsets[tp] = records[-1].offset + 1
+            if self.offsets:
+                self.offsets_ready.set()
+
+    async def _in_lane(
+        self, lane: int, tp: TopicPartition | None, records: list[ConsumerRecord]
+    ) -> bool:
+        """`_process_partition` on lane `lane`'s held connection."""
+        while len(self.held) <= lane:
+            self.held.append(_HeldConnection(self.engine) if self.engine is not None else None)
+        token = _HELD.set(self.held[lane])
+        try:
+            return await self.runner._process_partition(tp, records, self.halt)
+        finally:
+            _HELD.reset(token)
+
+    async def _commit_loop(self) -> None:
+        """Commit handled offsets, one request at a time, every finished partition in it; once
+        halted (and the handling task has finished), the last ones, then return."""
+        while True:
+            if self.offsets:
+                offsets, self.offsets = self.offsets, {}
+                started = time.monotonic()
+                await self.runner._commit(self.consumer, offsets)
+                # A crash before the next commit only redelivers a few more records, which the
+                # inbox drops.
+                pause = self.COMMIT_INTERVAL_S - (time.monotonic() - started)
+                if pause > 0 and not self.halt.is_set():
+                    await wait_woken(self.halt, None, pause)
+                continue
+            if self.halt.is_set() and self.handler is not None and self.handler.done():
+                return
+            self.offsets_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.offsets_ready.wait(), 0.5)
+
+    async def _release_all(self) -> None:
+        for held in self.held:
+            if held is not None:
+                await held.release()
 
 
 def _type_label(item: _Item) -> str:
