@@ -20,8 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import asyncpg
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,6 +54,7 @@ _PURGE_INBOX = text(
     "FROM inbox WHERE received_at < now() - interval '7 days' LIMIT 5000)"
 )
 HEADERS = [("content-type", b"application/cloudevents+json")]
+_partitioner = DefaultPartitioner()
 
 
 class _Lane:
@@ -192,12 +195,7 @@ class OutboxRelay:
                 await tx.rollback()
                 return 0
             rows.sort(key=lambda row: row[0])  # RETURNING has no order: publish in id order
-            send = self._producer.send
-            futures = [
-                await send(row[1], value=row[3].encode(), key=row[2].encode(), headers=HEADERS)
-                for row in rows
-            ]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await self._send(rows))
         except BaseException:
             # Roll back (the rows stay unpublished for the next pass); a connection in an
             # unknown state is dropped instead, which rolls back just the same.
@@ -209,6 +207,32 @@ class OutboxRelay:
         lane.commit = asyncio.create_task(self._commit(lane, tx, rows), name="outbox-commit")
         self._next_lane = 1 - self._next_lane
         return len(rows)
+
+    async def _send(self, rows: list) -> list[asyncio.Future]:
+        """Hand the rows to the producer, in order, as one record batch per partition (one
+        future per batch, not one per record); the partition of a key is the producer's own
+        (`DefaultPartitioner`: murmur2 of the key over the topic's partitions)."""
+        producer = self._producer
+        assert producer is not None
+        builders: dict[tuple[str, int], Any] = {}
+        partitions: dict[str, list[int]] = {}
+        futures = []
+        for row in rows:
+            topic, key, value = row[1], row[2].encode(), row[3].encode()
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = _partitioner(key, partitions[topic], partitions[topic])
+            builder = builders.get((topic, partition))
+            if builder is None:
+                builder = builders[topic, partition] = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value, headers=HEADERS) is None:
+                # Full (max_batch_size): send it, go on in a new one.
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[topic, partition] = producer.create_batch()
+                builder.append(timestamp=None, key=key, value=value, headers=HEADERS)
+        for (topic, partition), builder in builders.items():
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+        return futures
 
     async def _commit(self, lane: _Lane, tx, rows: list) -> None:  # noqa: ANN001
         """Commit a published batch's mark. Never raises: a failed commit leaves the rows
