@@ -144,6 +144,12 @@ class EventConsumer:
         self.topics = sorted({topic_for(t) for t in types})
         self._bases = {split_type(t)[0] for t in types}
         self._envelope_models = {t: EventEnvelope[model_for(t)] for t in types}  # type: ignore[misc]
+        by_topic: dict[str, list[str]] = {}
+        for t in types:
+            by_topic.setdefault(topic_for(t), []).append(t)
+        self._only_type = {
+            topic: (ts[0], self._envelope_models[ts[0]]) for topic, ts in by_topic.items() if len(ts) == 1
+        }
         self.on_committed = on_committed
         self.max_retries = settings.consumer_max_retries
         self.backoff = settings.consumer_backoff_s
@@ -411,6 +417,17 @@ class EventConsumer:
             self.on_committed(handled)
 
     def _decode(self, record: ConsumerRecord) -> _Item:
+        # The common case first: a topic on which the group handles one type is parsed and
+        # validated in one go (pydantic's JSON parser); anything else takes the path below.
+        only = self._only_type.get(record.topic)
+        if only is not None and record.value is not None:
+            try:
+                envelope = only[1].model_validate_json(record.value)
+            except ValidationError:
+                pass
+            else:
+                if envelope.type == only[0]:
+                    return _Item(record, envelope=envelope)
         try:
             raw = json.loads(record.value)
         except (TypeError, ValueError) as exc:
