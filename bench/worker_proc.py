@@ -26,6 +26,7 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
+from common.messaging.worker import freeze_startup_heap
 from shared import (
     HANDLER_HELP,
     HANDLERS,
@@ -58,6 +59,7 @@ async def run_raw(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: float)
     settings = make_settings()
     consumer = make_consumer(settings, cfg.group, cfg.topic)
     await asyncio.wait_for(consumer.start(), 30)
+    freeze_startup_heap()  # the same process set-up as the backbone's child
     report("READY")
     try:
         while not stop.is_set() and time.monotonic() < hard_end:
@@ -171,6 +173,7 @@ async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: f
     if "consumer" in cfg.run:
         tasks.append(asyncio.create_task(consumer.run(stop), name="event-consumer"))
     stopper = asyncio.create_task(stop.wait())
+    freeze_startup_heap()  # as common.messaging.worker does in a service's worker
     report("READY")
     try:
         done, _ = await asyncio.wait(

@@ -4,6 +4,7 @@ the service, such as messaging's SMS dispatcher), separate from the API process.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -34,6 +35,16 @@ class Runner(Protocol):
 ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], Sequence[Runner]]
 
 
+def freeze_startup_heap() -> None:
+    """Move what start-up built (modules, classes, clients: some 80,000 objects) out of the
+    garbage collector's reach. Otherwise every full collection walks all of it: about 50 ms
+    with the event loop stalled, i.e. every event in flight 50 ms late (the p99 of a paced
+    stream). What is garbage now is collected first; what is frozen is kept for the process's
+    life, which start-up objects are anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_worker_async(
     settings: BaseServiceSettings,
     consumers: ConsumerFactory = lambda _: [],
@@ -55,6 +66,7 @@ async def run_worker_async(
         log.warning(f"could not ensure topics at start: {exc!r}")
     runners: list[Runner] = [OutboxRelay(settings, session_factory), *consumers(session_factory)]
     log.info("worker starting", extra={"runners": [type(r).__name__ for r in runners]})
+    freeze_startup_heap()
     try:
         async with asyncio.TaskGroup() as tg:
             for runner in runners:
