@@ -25,6 +25,7 @@ from common.context import request_id_var
 from common.db import create_engine, create_session_factory
 from common.errors import error_body, install_error_handlers
 from common.messaging.kafka import KafkaProbe
+from common.messaging.worker import freeze_startup_heap
 from common.observability import metrics
 from common.observability.logging import setup_logging
 from common.observability.tracing import server_span, setup_tracing
@@ -173,6 +174,7 @@ def create_service_app(
                     result = await hook(app)
                     if hasattr(result, "__aexit__"):
                         await stack.enter_async_context(result)
+                freeze_startup_heap()  # full collections would stall every request in flight
                 yield
         finally:
             await app.state.kafka_probe.close()
