@@ -183,7 +183,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Claim, publish and (in the background) commit one batch; returns how many rows it
-        published. Returns once Kafka acknowledged them; `flush()` waits for the commit."""
+        published. Returns once Kafka acknowledged them (the commit runs in the background)."""
         assert self._producer is not None
         lane = self._lanes[self._next_lane]
         conn = await lane.connection()  # waits for the commit still running on it
@@ -248,13 +248,6 @@ class OutboxRelay:
             counts[row[1]] = counts.get(row[1], 0) + 1
         for topic, n in counts.items():
             metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(n)
-
-    async def flush(self) -> None:
-        """Wait until every published batch's commit has finished."""
-        for lane in self._lanes:
-            if lane.commit is not None:
-                await lane.commit
-                lane.commit = None
 
     async def _purge(self) -> None:
         """Delete published outbox rows and old inbox rows, 5,000 at a time, until caught up
