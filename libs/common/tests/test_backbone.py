@@ -326,6 +326,52 @@ async def test_the_pipelined_relay_publishes_each_row_once_in_key_order_even_aft
     assert unpublished == 0
 
 
+async def test_a_relay_idle_between_events_marks_them_when_it_claims_them(
+    bb_settings, bb_sessions, contract
+):
+    """After each batch the relay begins its next transaction ahead of the claim; an event
+    written after a quiet spell is still published, and its published_at is the claim's time,
+    not that transaction's start."""
+    topic = topic_for(contract.type)
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(bb_settings, bb_sessions).run(stop))
+
+    async def published(seq: int) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            async with bb_sessions() as session:
+                done = await session.scalar(
+                    text(
+                        "SELECT published_at IS NOT NULL FROM outbox WHERE topic = :t "
+                        "AND (envelope->'data'->>'seq')::int = :s"
+                    ),
+                    {"t": topic, "s": seq},
+                )
+            if done:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"event {seq} was not published")
+
+    try:
+        for seq in range(6):
+            await emit_items(bb_sessions, contract, [seq])
+            await published(seq)
+            # The relay sits idle: shorter than the poll interval (the NOTIFY wakes it and the
+            # transaction begun ahead is used), then longer (the poll's empty claim ends it).
+            await asyncio.sleep(0.4 if seq % 2 else 1.3)
+    finally:
+        stop.set()
+        await task
+    async with bb_sessions() as session:
+        early = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE topic = :t AND published_at < created_at"),
+            {"t": topic},
+        )
+    assert early == 0
+    records = await read_topic(bb_settings, topic, 6)
+    assert sorted(json.loads(r.value)["data"]["seq"] for r in records) == list(range(6))
+
+
 async def test_two_relays_on_one_outbox_never_publish_a_row_twice(
     bb_settings, bb_sessions, contract
 ):
