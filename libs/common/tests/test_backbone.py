@@ -152,16 +152,20 @@ async def test_consumer_killed_after_handling_before_offset_commit_changes_nothi
     bb_settings, bb_sessions, contract, background, procs
 ):
     background.start(OutboxRelay(bb_settings, bb_sessions))
-    await emit_items(bb_sessions, contract, range(300))
+    # Enough events that the crash leaves some unhandled: the consumer runs a backlog's
+    # partitions side by side (up to 100 records each), and all of them may commit before the
+    # first commit's callback crashes the process.
+    total = 1500
+    await emit_items(bb_sessions, contract, range(total))
     group = f"g-{contract.type}"
     crashing = procs("consume", "--schema", "bbtest", "--type", contract.type, "--group", group,
                      "--crash-after", "50")
     assert await crashing.wait_exit(60) == 17, crashing.output()[-2000:]
     handled_before_crash, _ = await effects(bb_sessions, contract)
-    assert 50 <= handled_before_crash < 300
+    assert 50 <= handled_before_crash < total
 
     again = procs("consume", "--schema", "bbtest", "--type", contract.type, "--group", group)
-    assert await wait_effects(bb_sessions, contract, 300, 90) == (300, 300)
+    assert await wait_effects(bb_sessions, contract, total, 90) == (total, total)
     # The restarted consumer really was handed the events whose offsets were never committed.
     await asyncio.sleep(1)
     assert "duplicate event skipped" in again.output()
