@@ -216,3 +216,12 @@ async def test_a_writer_whose_connection_was_killed_writes_the_next_send_on_a_ne
     finally:
         await writer.stop()
         await engine.dispose()
+
+
+async def test_writers_plan_every_statement_for_its_own_arrays(sessions, coalescer):
+    """A writer runs the statement for one destination and for thousands on one connection:
+    custom plans only (a generic plan costed for a few rows goes quadratic on thousands), no JIT."""
+    await send(sessions, coalescer, tenant(), text="hi", recipients=[random_phone()])
+    [slot] = coalescer.slots
+    row = (await slot.conn.execute(text("SELECT current_setting('plan_cache_mode'), current_setting('jit')"))).one()
+    assert tuple(row) == ("force_custom_plan", "off")

@@ -12,6 +12,7 @@ from common.auth import Principal
 from common.errors import AppError
 from messaging.settings import MessagingSettings
 from messaging.sms import service
+from messaging.sms.repository import BIG_SEND_FROM
 from sqlalchemy import text
 
 from tests.support import random_phone, rollback_session
@@ -186,3 +187,19 @@ async def test_a_callers_id_makes_a_send_idempotent():
         assert caught.value.code == "UUID_REUSED"
         # Another tenant may use the same id.
         assert not (await service.send_one(session, SETTINGS, tenant(), to=to, text="once", external_id="abc-1")).replayed
+
+
+async def test_a_big_send_plans_its_statement_for_its_own_arrays():
+    """A connection that ran the send statement for small sends may switch to a generic plan
+    costed for a few rows, which goes quadratic on thousands: a send of BIG_SEND_FROM or more
+    destinations asks for a custom plan (and no JIT) in its transaction; a small one changes
+    nothing."""
+    who = tenant()
+    async with rollback_session(SETTINGS) as session:
+        settings = text("SELECT current_setting('plan_cache_mode'), current_setting('jit')")
+        await service.send(session, SETTINGS, who, text="hi", recipients=[random_phone()])
+        assert tuple((await session.execute(settings)).one()) == ("auto", "on")
+        phones = list(dict.fromkeys(random_phone() for _ in range(BIG_SEND_FROM + 20)))[:BIG_SEND_FROM]
+        sent = await service.send(session, SETTINGS, who, text="hi", recipients=phones)
+        assert sent.result.count == BIG_SEND_FROM
+        assert tuple((await session.execute(settings)).one()) == ("force_custom_plan", "off")

@@ -6,9 +6,9 @@ bookkeeping, several times what the statement itself costs for one recipient. Un
 API process is the bottleneck of single-recipient sends, so the API hands a send's rows to the
 coalescer instead: a writer takes every send waiting at that moment (up to a cap) and writes them
 with the one statement, then answers each request. Each writer holds its own connection in
-autocommit (the statement is its own transaction: one round trip per batch), with JIT off (a big
-batch's plan crosses the JIT thresholds and compiling costs far more than it saves) and its own
-`application_name`, `messaging-send-writer`. Nothing waits on a timer: while one batch is being
+autocommit (the statement is its own transaction: one round trip per batch), with JIT off and
+custom plans only (repository._BIG_SEND) and its own `application_name`,
+`messaging-send-writer`. Nothing waits on a timer: while one batch is being
 written the next one gathers, so a lone send goes straight through and a busy API writes bigger
 batches.
 
@@ -37,7 +37,13 @@ from messaging.sms.repository import NewMessages, Outcome, SendRepository
 log = logging.getLogger(__name__)
 
 WRITER_APPLICATION_NAME = "messaging-send-writer"
-WRITER_SERVER_SETTINGS = {"application_name": WRITER_APPLICATION_NAME, "jit": "off"}
+# jit off and custom plans: see repository._BIG_SEND (a writer runs the statement for one
+# destination and for 10,000 on the same connection).
+WRITER_SERVER_SETTINGS = {
+    "application_name": WRITER_APPLICATION_NAME,
+    "jit": "off",
+    "plan_cache_mode": "force_custom_plan",
+}
 
 
 @dataclass
@@ -73,14 +79,16 @@ class SendCoalescer:
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.slots: list[_Slot] = []  # the writers' connections
         self._busy = 0  # batches being written
         self.batches = 0  # written batches (for tests and metrics)
         self.largest = 0  # most sends in one batch
         self.split = 0  # batches that failed and were written again send by send
 
     async def start(self) -> None:
+        self.slots = [_Slot() for _ in range(self._writers)]
         self._tasks = [
-            asyncio.create_task(self._run(_Slot()), name=f"send-coalescer-{i}") for i in range(self._writers)
+            asyncio.create_task(self._run(slot), name=f"send-coalescer-{i}") for i, slot in enumerate(self.slots)
         ]
 
     async def stop(self) -> None:
