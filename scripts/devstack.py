@@ -70,8 +70,6 @@ class Service:
         return self.pkg
 
 
-WORKER_NICE = 10
-
 SERVICES = [
     Service("auth", 8101),
     Service("messaging", 8102, api_processes=2),
@@ -317,14 +315,10 @@ serverurl=unix://{RUN}/supervisor.sock
                 environment=env, priority=20, stopsignal="TERM",
             )
         )
-        # Workers run at a lower CPU priority than the APIs: on one machine they share the cores
-        # with the request path, and background work (relays, consumers, dispatch) can lag a
-        # burst by seconds where an API answering late is what a user notices. (Deployed, they
-        # are separate containers with their own CPU.)
         sections.append(
             program(
                 f"{svc.name}-worker",
-                f"nice -n {WORKER_NICE} {PY} -m {svc.pkg}.worker",
+                f"{PY} -m {svc.pkg}.worker",
                 environment=env, priority=20, stopsignal="TERM",
             )
         )
