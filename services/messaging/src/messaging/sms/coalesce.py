@@ -93,8 +93,11 @@ class SendCoalescer:
 
     async def stop(self) -> None:
         """Writes what is waiting and lets the batches in flight finish, then stops."""
-        while self._waiting or self._busy:
+        while (self._waiting or self._busy) and not all(task.done() for task in self._tasks):
             await asyncio.sleep(0.005)
+        for waiting in self._waiting:  # only if every writer died, which _serve never lets happen
+            _fail(waiting, RuntimeError("the send coalescer stopped"))
+        self._waiting = []
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
