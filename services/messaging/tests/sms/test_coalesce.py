@@ -222,6 +222,6 @@ async def test_writers_plan_every_statement_for_its_own_arrays(sessions, coalesc
     """A writer runs the statement for one destination and for thousands on one connection:
     custom plans only (a generic plan costed for a few rows goes quadratic on thousands), no JIT."""
     await send(sessions, coalescer, tenant(), text="hi", recipients=[random_phone()])
-    [slot] = coalescer.slots
-    row = (await slot.conn.execute(text("SELECT current_setting('plan_cache_mode'), current_setting('jit')"))).one()
+    [held] = coalescer.held
+    row = (await held.conn.execute(text("SELECT current_setting('plan_cache_mode'), current_setting('jit')"))).one()
     assert tuple(row) == ("force_custom_plan", "off")

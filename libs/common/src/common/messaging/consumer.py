@@ -31,12 +31,13 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.aio import wait_woken
 from common.context import request_id_var
 from common.contracts.envelope import EventEnvelope, dlq_topic, split_type, topic_for
 from common.contracts.registry import model_for
+from common.db.held import HeldConnection
 from common.messaging.kafka import make_consumer, make_producer
 from common.observability import metrics
 from common.observability.tracing import consume_span
@@ -182,8 +183,10 @@ class EventConsumer:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
-        """A session on the partition's held connection (see `_HeldConnection`), or, outside a
-        partition task, on a connection from the pool."""
+        """A session on the partition's held connection (`common.db.held`: taken from the pool
+        once and kept while events keep coming, given back after `IDLE_S` without any, replaced
+        after an infrastructure error), or, outside a partition task, on a connection from the
+        pool."""
         held = _HELD.get()
         if held is None:
             async with self.session_factory() as session:
@@ -450,33 +453,7 @@ class EventConsumer:
             return _Item(record, dead_reason=f"malformed: {exc}"[:1000])
 
 
-class _HeldConnection:
-    """The connection a consumer's transactions run on while events keep coming.
-
-    Taken from the service's pool once and kept between transactions, instead of one checkout
-    per transaction: a checkout costs a pre-ping round trip, and the handlers' transaction is on
-    the latency path of every event. Given back when no event came for a while, and replaced
-    after an infrastructure error (it may be dead: a database restart)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.conn: AsyncConnection | None = None
-
-    async def get(self) -> AsyncConnection:
-        if self.conn is not None and (self.conn.closed or self.conn.invalidated):
-            await self.release()
-        if self.conn is None:
-            self.conn = await self.engine.connect()
-        return self.conn
-
-    async def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-
-_HELD: ContextVar[_HeldConnection | None] = ContextVar("consumer_held_connection", default=None)
+_HELD: ContextVar[HeldConnection | None] = ContextVar("consumer_held_connection", default=None)
 
 
 class _Pipeline:
@@ -507,7 +484,7 @@ class _Pipeline:
         bind = runner.session_factory.kw.get("bind")
         self.engine = bind if isinstance(bind, AsyncEngine) else None
         # One per transaction running side by side (none without an engine to hold from).
-        self.held: list[_HeldConnection | None] = []
+        self.held: list[HeldConnection | None] = []
         self.halt = asyncio.Event()  # stop, or a failure: take no more records
         self.queues: dict[TopicPartition, list[ConsumerRecord]] = {}
         self.queued = 0
@@ -607,7 +584,7 @@ class _Pipeline:
     ) -> bool:
         """`_process_partition` on lane `lane`'s held connection."""
         while len(self.held) <= lane:
-            self.held.append(_HeldConnection(self.engine) if self.engine is not None else None)
+            self.held.append(HeldConnection(self.engine) if self.engine is not None else None)
         token = _HELD.set(self.held[lane])
         try:
             return await self.runner._process_partition(tp, records, self.halt)

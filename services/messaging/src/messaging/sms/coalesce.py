@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from common.db.held import HeldConnection
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from messaging.sms.repository import NewMessages, Outcome, SendRepository
 
@@ -52,17 +53,11 @@ class _Waiting:
     answer: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-@dataclass
-class _Slot:
-    """One writer's connection (None until its first batch, and after a failed one)."""
-
-    conn: AsyncConnection | None = None
-
-
 class SendCoalescer:
     """Writes the sends handed to `write` in batches; `writers` batches can be in flight at once
     (while one waits for its commit's flush, the next is written). `engine`: its connections are
-    held by the writers (create it with WRITER_SERVER_SETTINGS and a pool of `writers`)."""
+    held by the writers (create it with WRITER_SERVER_SETTINGS and a pool of `writers`); it is
+    the writers' alone, so their session settings never reach other code."""
 
     def __init__(
         self,
@@ -79,34 +74,33 @@ class SendCoalescer:
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.slots: list[_Slot] = []  # the writers' connections
-        self._busy = 0  # batches being written
+        self._stopping = False
+        self.held: list[HeldConnection] = []  # the writers' connections
         self.batches = 0  # written batches (for tests and metrics)
         self.largest = 0  # most sends in one batch
         self.split = 0  # batches that failed and were written again send by send
 
     async def start(self) -> None:
-        self.slots = [_Slot() for _ in range(self._writers)]
+        self._stopping = False
+        self.held = [HeldConnection(self._engine, autocommit=True) for _ in range(self._writers)]
         self._tasks = [
-            asyncio.create_task(self._run(slot), name=f"send-coalescer-{i}") for i, slot in enumerate(self.slots)
+            asyncio.create_task(self._run(held), name=f"send-coalescer-{i}") for i, held in enumerate(self.held)
         ]
 
     async def stop(self) -> None:
         """Writes what is waiting and lets the batches in flight finish, then stops."""
-        while (self._waiting or self._busy) and not all(task.done() for task in self._tasks):
-            await asyncio.sleep(0.005)
-        for waiting in self._waiting:  # only if every writer died, which _serve never lets happen
-            _fail(waiting, RuntimeError("the send coalescer stopped"))
-        self._waiting = []
-        for task in self._tasks:
-            task.cancel()
+        self._stopping = True
+        self._wake.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        for waiting in self._waiting:  # only if every writer died, which _run never lets happen
+            _fail(waiting, RuntimeError("the send coalescer stopped"))
+        self._waiting = []
 
     async def write(self, send: NewMessages) -> Outcome:
         """Store `send` (in a batch with whatever else is waiting); returns once it committed."""
-        if not self._tasks:
-            raise RuntimeError("SendCoalescer is not started")
+        if not self._tasks or self._stopping:
+            raise RuntimeError("SendCoalescer is not running")
         waiting = _Waiting(send)
         self._waiting.append(waiting)
         self._wake.set()
@@ -125,32 +119,28 @@ class SendCoalescer:
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return batch
 
-    async def _run(self, slot: _Slot) -> None:
+    async def _run(self, held: HeldConnection) -> None:
+        """One writer: batches until stopped with nothing left waiting."""
         try:
-            await self._serve(slot)
+            while True:
+                while not self._waiting:
+                    if self._stopping:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                batch = self._take()
+                if self._waiting or self._stopping:
+                    self._wake.set()  # more to write, or time to stop: the other writers look too
+                try:
+                    await self._write(held, batch)
+                except Exception:  # noqa: BLE001 - answered per send in _write; never kill the writer
+                    log.exception("send coalescer: a batch could not be answered")
         finally:
-            if slot.conn is not None:
-                await _discard(slot.conn)
+            await held.release()  # the writers' own engine: their settings stay theirs
 
-    async def _serve(self, slot: _Slot) -> None:
-        while True:
-            while not self._waiting:
-                self._wake.clear()
-                await self._wake.wait()
-            batch = self._take()
-            if self._waiting:
-                self._wake.set()  # more than one batch's worth: another writer may start now
-            self._busy += 1
-            try:
-                await self._write(slot, batch)
-            except Exception:  # noqa: BLE001 - answered per send in _write; never kill the writer
-                log.exception("send coalescer: a batch could not be answered")
-            finally:
-                self._busy -= 1
-
-    async def _write(self, slot: _Slot, batch: list[_Waiting]) -> None:
+    async def _write(self, held: HeldConnection, batch: list[_Waiting]) -> None:
         try:
-            outcomes = await self._commit(slot, [w.send for w in batch])
+            outcomes = await self._commit(held, [w.send for w in batch])
         except Exception as error:  # noqa: BLE001 - retried send by send below
             # Each send again, alone, on a new connection: a bad send fails on its own, and a
             # connection that died since the last batch (a database restart) costs nothing. A
@@ -161,7 +151,7 @@ class SendCoalescer:
             log.warning("send coalescer: a batch of %d sends failed (%s); writing them one by one", len(batch), error)
             for waiting in batch:
                 try:
-                    outcome = (await self._commit(slot, [waiting.send]))[0]
+                    outcome = (await self._commit(held, [waiting.send]))[0]
                 except Exception as alone:  # noqa: BLE001 - that send's error is its caller's
                     _fail(waiting, alone)
                 else:
@@ -172,29 +162,16 @@ class SendCoalescer:
         for waiting, outcome in zip(batch, outcomes, strict=True):
             _answer(waiting, outcome)
 
-    async def _commit(self, slot: _Slot, sends: Sequence[NewMessages]) -> list[Outcome]:
-        """One statement on the slot's connection, in autocommit: stored when it returns."""
-        if slot.conn is None:
-            conn = await self._engine.connect()
-            slot.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async def _commit(self, held: HeldConnection, sends: Sequence[NewMessages]) -> list[Outcome]:
+        """One statement on the writer's connection, in autocommit: stored when it returns."""
+        conn = await held.get()
         try:
-            outcomes = await SendRepository(slot.conn, jit_set=True).send_many(sends)
-            await slot.conn.commit()  # ends SQLAlchemy's autobegun block; nothing is sent
+            outcomes = await SendRepository(conn, tuned=True).send_many(sends)
+            await conn.commit()  # ends SQLAlchemy's autobegun block; nothing is sent
         except BaseException:
-            conn, slot.conn = slot.conn, None
-            await _discard(conn)
+            await held.discard()  # its state is unknown: the next statement gets a new one
             raise
         return outcomes
-
-
-async def _discard(conn: AsyncConnection) -> None:
-    """Close a writer's connection without returning it to the pool (its session settings are
-    the writers')."""
-    try:
-        await conn.invalidate()
-        await conn.close()
-    except Exception:  # noqa: BLE001 - already broken: nothing to release
-        log.debug("send coalescer: closing a broken connection failed", exc_info=True)
 
 
 def _answer(waiting: _Waiting, outcome: Outcome) -> None:

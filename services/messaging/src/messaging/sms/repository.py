@@ -160,11 +160,11 @@ class Outcome:
 
 
 class SendRepository:
-    def __init__(self, session: AsyncSession | AsyncConnection, *, jit_set: bool = False) -> None:
-        """`jit_set`: the connection already runs with JIT off and custom plans only
-        (sms.coalesce's writers)."""
+    def __init__(self, session: AsyncSession | AsyncConnection, *, tuned: bool = False) -> None:
+        """`tuned`: the connection already runs with _BIG_SEND's settings (sms.coalesce's
+        writers)."""
         self.session = session
-        self.jit_set = jit_set
+        self.tuned = tuned
 
     async def contacts(self, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Contact id -> phone, for the tenant's contacts among `ids`."""
@@ -180,7 +180,7 @@ class SendRepository:
         reqs: list[int] = []
         for number, new in enumerate(sends, start=1):
             reqs.extend([number] * len(new.dests))
-        if len(reqs) >= BIG_SEND_FROM and not self.jit_set:
+        if len(reqs) >= BIG_SEND_FROM and not self.tuned:
             await self.session.execute(_BIG_SEND)
         events = [e for new in sends for e in new.events]
         result = await self.session.execute(
