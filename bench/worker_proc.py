@@ -26,7 +26,7 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
-from common.messaging.worker import freeze_startup_heap
+from common.runtime import freeze_startup_heap
 from shared import (
     HANDLER_HELP,
     HANDLERS,

@@ -25,10 +25,10 @@ from common.context import request_id_var
 from common.db import create_engine, create_session_factory
 from common.errors import error_body, install_error_handlers
 from common.messaging.kafka import KafkaProbe
-from common.messaging.worker import freeze_startup_heap
 from common.observability import metrics
 from common.observability.logging import setup_logging
 from common.observability.tracing import server_span, setup_tracing
+from common.runtime import freeze_startup_heap
 from common.settings import BaseServiceSettings
 
 access_log = logging.getLogger("switchboard.access")

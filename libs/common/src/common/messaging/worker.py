@@ -4,7 +4,6 @@ the service, such as messaging's SMS dispatcher), separate from the API process.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from common.messaging.kafka import ensure_topics
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
 from common.observability.tracing import setup_tracing
+from common.runtime import freeze_startup_heap
 from common.settings import BaseServiceSettings
 
 log = logging.getLogger("common.worker")
@@ -33,16 +33,6 @@ class Runner(Protocol):
 
 # Builds the service's runners (consumers first, by convention) once the session factory exists.
 ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], Sequence[Runner]]
-
-
-def freeze_startup_heap() -> None:
-    """Move what start-up built (modules, classes, clients: some 80,000 objects) out of the
-    garbage collector's reach. Otherwise every full collection walks all of it: about 50 ms
-    with the event loop stalled, i.e. every event in flight 50 ms late (the p99 of a paced
-    stream). What is garbage now is collected first; what is frozen is kept for the process's
-    life, which start-up objects are anyway."""
-    gc.collect()
-    gc.freeze()
 
 
 async def run_worker_async(
