@@ -479,15 +479,21 @@ def create_app(sim: Simulator) -> FastAPI:
     def authorised(request: Request) -> bool:
         return hmac.compare_digest(request.headers.get("x-api-key", "").encode(), sim.api_key.encode())
 
+    async def authorised_json(request: Request) -> tuple[Any, JSONResponse | None]:
+        """The request's JSON body, or the 401/400 answer when the key or the JSON is wrong."""
+        if not authorised(request):
+            return None, error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
+        try:
+            return await request.json(), None
+        except ValueError:
+            return None, error(400, "INVALID_REQUEST", "The body is not JSON")
+
     @app.post("/v1/messages")
     async def send(request: Request) -> JSONResponse:
         sim.stats["requests"] += 1
-        if not authorised(request):
-            return error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(400, "INVALID_REQUEST", "The body is not JSON")
+        body, refused = await authorised_json(request)
+        if refused is not None:
+            return refused
         if not isinstance(body, dict):
             return error(400, "INVALID_REQUEST", "The body is not an object")
         status, answer, headers = sim.submit(body)
@@ -499,12 +505,9 @@ def create_app(sim: Simulator) -> FastAPI:
     async def send_batch(request: Request) -> JSONResponse:
         sim.stats["requests"] += 1
         sim.stats["batchRequests"] += 1
-        if not authorised(request):
-            return error(401, "UNAUTHORIZED", "Missing or wrong X-API-Key")
-        try:
-            body = await request.json()
-        except ValueError:
-            return error(400, "INVALID_REQUEST", "The body is not JSON")
+        body, refused = await authorised_json(request)
+        if refused is not None:
+            return refused
         items = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 0 < len(items) <= MAX_SEND_BATCH:
             return error(400, "INVALID_REQUEST", f"`messages` must be a list of 1 to {MAX_SEND_BATCH} messages")
