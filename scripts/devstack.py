@@ -306,14 +306,22 @@ serverurl=unix://{RUN}/supervisor.sock
     for svc in SERVICES:
         # Single quotes around values that hold double quotes (a JSON list); supervisord strips either.
         env = ",".join(f"{k}='{v}'" if '"' in v else f'{k}="{v}"' for k, v in service_env(svc).items())
-        processes = f" --workers {svc.api_processes}" if svc.api_processes > 1 else ""
-        sections.append(
-            program(
-                f"{svc.name}-api",
-                f"{PY} -m uvicorn {svc.pkg}.app:create_app --factory --host 127.0.0.1 "
-                f"--port {svc.port} --no-access-log{processes}",
-                environment=env, priority=20, stopsignal="TERM",
+        serve = (
+            f"{PY} -m uvicorn {svc.pkg}.app:create_app --factory --host 127.0.0.1 "
+            f"--port {svc.port} --no-access-log"
+        )
+        api_env = env
+        if svc.api_processes > 1:
+            # Several processes: their metrics are summed through files (prometheus-client's
+            # multiprocess mode), in a folder emptied before they start.
+            metrics_dir = RUN / "prometheus" / f"{svc.name}-api"
+            serve = (
+                f"sh -c 'rm -rf {metrics_dir} && mkdir -p {metrics_dir} && "
+                f"exec {serve} --workers {svc.api_processes}'"
             )
+            api_env = f'{env},PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"'
+        sections.append(
+            program(f"{svc.name}-api", serve, environment=api_env, priority=20, stopsignal="TERM")
         )
         sections.append(
             program(

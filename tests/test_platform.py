@@ -12,6 +12,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.support import SERVICE_PORTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ["auth", "messaging", "chat", "media", "billing", "provider-sync"]
 
@@ -33,6 +35,34 @@ async def test_every_service_is_ready_and_serves_metrics_and_openapi(gateway, se
     assert "sb_http_requests_total" in metrics.text
     spec = await gateway.get(f"/_svc/{service}/openapi.json")
     assert spec.json()["info"]["title"] == f"Switchboard {service}"
+
+
+def _counted(text: str, route: str, status: str) -> float:
+    """sb_http_requests_total for GET `route` answered `status`, from a /metrics page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("sb_http_requests_total{") and f'route="{route}"' in line \
+                and 'method="GET"' in line and f'status="{status}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_service_running_several_processes_reports_the_metrics_of_all_of_them():
+    """messaging-api runs two uvicorn processes: whichever answers the scrape reports the
+    requests both of them handled."""
+    route = "/api/v1/sms/numbers"
+    url = f"http://127.0.0.1:{SERVICE_PORTS['messaging']}"
+
+    async def scrape() -> float:
+        async with httpx.AsyncClient(base_url=url) as client:
+            return _counted((await client.get("/metrics")).text, route, "401")
+
+    before = await scrape()
+    for _ in range(40):  # a new connection each: the kernel spreads them over the processes
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get(route)).status_code == 401
+    for _ in range(5):  # any process may answer; each must see all 40
+        assert await scrape() - before == 40
 
 
 async def test_request_id_is_kept_or_minted(gateway):

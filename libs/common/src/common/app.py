@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,7 +13,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -140,6 +147,17 @@ def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
     )
 
 
+def metrics_registry() -> CollectorRegistry:
+    """What /metrics reports: this process's metrics, or, when the API runs several processes
+    (uvicorn --workers, with PROMETHEUS_MULTIPROC_DIR set and emptied before they start), the
+    sum over all of them, whichever process answers the scrape."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 async def app_settings(request: Request) -> Any:
     """Dependency: the settings the service's app was built with. (Dependencies are `async def`
     on purpose: FastAPI runs a plain `def` dependency in the thread pool, a thread hop per call.)"""
@@ -246,7 +264,7 @@ def create_service_app(
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
         app.include_router(router)

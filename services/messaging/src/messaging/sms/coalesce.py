@@ -76,7 +76,7 @@ class SendCoalescer:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.held: list[HeldConnection] = []  # the writers' connections
-        self.batches = 0  # written batches (for tests and metrics)
+        self.batches = 0  # written batches (what the tests read)
         self.largest = 0  # most sends in one batch
         self.split = 0  # batches that failed and were written again send by send
 
