@@ -11,6 +11,7 @@ import pytest
 from billing.ledger import service as ledger
 from billing.ledger.repository import LedgerRepository
 from billing.settings import BillingSettings
+from sqlalchemy import text
 
 from tests.support import sessions_fixture
 
@@ -175,3 +176,28 @@ async def test_a_batch_holds_what_fits_in_order_and_settles_many_at_once(session
         (f"capture:{keys[0]}", 0, 2), (f"capture:{keys[1]}", 0, 2)
     ]
     assert linked == 2
+
+
+async def test_the_invariants_catch_a_tampered_balance_cache_for_one_account_and_overall(sessions):
+    tenant = await funded_tenant(sessions, 500)
+    other = await funded_tenant(sessions, 70)
+    async with sessions() as s:
+        repo = LedgerRepository(s)
+        account = await repo.customer(tenant)
+        others = await repo.customer(other)
+        assert await repo.invariants(account.id) == {
+            "ledger_sum": 0, "cache_mismatches": 0, "held_mismatches": 0, "negative_available": 0,
+        }
+    async with sessions() as s, s.begin():  # rolled back: nothing stays tampered
+        await s.execute(
+            text("UPDATE accounts SET balance_minor = balance_minor + 1, held_minor = held_minor + 1 WHERE id = :a"),
+            {"a": account.id},
+        )
+        repo = LedgerRepository(s)
+        scoped = await repo.invariants(account.id)
+        overall = await repo.invariants()
+        untouched = await repo.invariants(others.id)
+        await s.rollback()
+    assert scoped == {"ledger_sum": 0, "cache_mismatches": 1, "held_mismatches": 1, "negative_available": 0}
+    assert overall["cache_mismatches"] >= 1 and overall["held_mismatches"] >= 1
+    assert untouched == {"ledger_sum": 0, "cache_mismatches": 0, "held_mismatches": 0, "negative_available": 0}

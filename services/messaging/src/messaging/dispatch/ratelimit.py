@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from messaging.providers.base import OutboundSms, SendOutcome, SendResult, SmsProvider
 from messaging.providers.routing import Router
@@ -16,7 +16,13 @@ from messaging.providers.routing import Router
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up. Waiters are served in arrival order."""
 
-    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError("a token bucket needs a positive rate")
         self.rate = rate
@@ -24,6 +30,7 @@ class TokenBucket:
         # never waits.
         self.burst = max(1.0, burst if burst is not None else rate / 10)
         self._clock = clock
+        self._sleep = sleep
         self._tokens = self.burst
         self._at = clock()
         self._slice = max(1, int(self.burst // 10))
@@ -44,7 +51,7 @@ class TokenBucket:
                 self._tokens -= take
                 if self._tokens < 0:
                     # Holding the lock: later callers queue behind this one.
-                    await asyncio.sleep(-self._tokens / self.rate)
+                    await self._sleep(-self._tokens / self.rate)
 
 
 class RateLimitedProvider(SmsProvider):
