@@ -49,6 +49,16 @@ async def superuser_conn(database: str = "switchboard"):
 
 
 @asynccontextmanager
+async def superuser(database: str = "switchboard"):  # noqa: ANN201
+    """A raw asyncpg superuser connection (`superuser_conn`), closed when the block ends."""
+    conn = await superuser_conn(database)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
 async def rollback_session(settings) -> AsyncIterator[AsyncSession]:  # noqa: ANN001
     """A session on the service's real schema whose work is rolled back at the end (the test's
     commits become savepoints), so service-level tests leave nothing behind."""

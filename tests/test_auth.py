@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support import AUTH_DIRECT, LOGS, EventTap, random_ip, random_phone, superuser_conn
+from tests.support import AUTH_DIRECT, LOGS, EventTap, random_ip, random_phone, superuser
 
 PASSWORD = "correct horse battery"
 
@@ -60,11 +60,8 @@ async def test_every_seed_register_path_creates_an_owner(gateway, path):
 
 async def test_passwords_are_stored_as_argon2id_with_at_least_19_mib_and_2_passes(gateway):
     data = await register(gateway)
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         stored = await conn.fetchval("SELECT password_hash FROM auth.users WHERE email = $1", data["email"])
-    finally:
-        await conn.close()
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert PASSWORD not in stored
 
@@ -144,8 +141,7 @@ async def test_logout_ends_the_session_and_refresh_tokens_are_stored_hashed(gate
     assert (await gateway.post("/api/v1/auth/logout", json={"refreshToken": data["refreshToken"]})).status_code == 200
     r = await gateway.post("/api/v1/auth/refresh", json={"refreshToken": data["refreshToken"]})
     assert r.status_code == 401
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         assert await conn.fetchval(
             "SELECT count(*) FROM auth.refresh_tokens WHERE token_hash = $1", data["refreshToken"]
         ) == 0
@@ -153,8 +149,6 @@ async def test_logout_ends_the_session_and_refresh_tokens_are_stored_hashed(gate
         assert await conn.fetchval(
             "SELECT count(*) FROM auth.refresh_tokens WHERE token_hash = $1 AND revoked_at IS NOT NULL", hashed
         ) == 1
-    finally:
-        await conn.close()
 
 
 async def test_a_refresh_token_is_not_an_access_token(gateway):
@@ -192,14 +186,11 @@ async def test_otp_signs_in_creating_the_account_once_and_each_code_works_once(a
         for line in log_file.read_text(errors="replace").splitlines():
             assert not (code in line and (phone in line or sent["challengeId"] in line)), line
     # Signing in again later finds the same account.
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute("DELETE FROM auth.otp_challenges WHERE phone = $1", phone)  # skip the resend cooldown
         assert await conn.fetchval("SELECT count(*) FROM auth.users WHERE phone = $1", phone) == 1
         stored = await conn.fetchval("SELECT count(*) FROM auth.otp_challenges WHERE code_hash = $1", code)
         assert stored == 0  # only a keyed hash is stored
-    finally:
-        await conn.close()
 
 
 async def test_five_wrong_codes_lock_the_challenge_even_for_the_right_code(auth):
@@ -220,11 +211,8 @@ async def test_parallel_guesses_cannot_exceed_the_attempt_limit(auth):
     code, _ = await send_and_read_code(auth, phone)
     guesses = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 21)]
     await asyncio.gather(*(auth.post("/api/v1/auth/verify-otp", json={"phone": phone, "code": g}) for g in guesses))
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         attempts = await conn.fetchval("SELECT attempts FROM auth.otp_challenges WHERE phone = $1", phone)
-    finally:
-        await conn.close()
     assert attempts == 5
 
 
@@ -234,13 +222,10 @@ async def test_a_code_is_bound_to_its_phone_purpose_and_five_minutes(auth):
     assert (await auth.post("/api/v1/auth/verify-otp", json={"phone": other, "code": code})).status_code == 401
     r = await auth.post("/api/v1/auth/verify-otp", json={"phone": phone, "code": code, "purpose": "verify_phone"})
     assert r.status_code == 401
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute(
             "UPDATE auth.otp_challenges SET expires_at = now() - interval '1 second' WHERE phone = $1", phone
         )
-    finally:
-        await conn.close()
     r = await auth.post("/api/v1/auth/verify-otp", json={"phone": phone, "code": code})
     assert r.status_code == 401 and r.json()["code"] == "OTP_INVALID"
 
@@ -383,11 +368,8 @@ async def test_user_search_finds_a_phone_anywhere_but_names_only_in_your_tenant(
 
 async def make_platform_admin(gateway) -> dict:  # noqa: ANN001
     data = await register(gateway)
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute("UPDATE auth.users SET is_platform_admin = true WHERE email = $1", data["email"])
-    finally:
-        await conn.close()
     r = await gateway.post("/api/v1/auth/login", json={"email": data["email"], "password": PASSWORD})
     return r.json()["data"]
 

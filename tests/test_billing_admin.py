@@ -17,7 +17,7 @@ import pytest
 from common.messaging.kafka import make_producer
 from common.settings import BaseServiceSettings
 
-from tests.support import GATEWAY, EventTap, random_ip, superuser_conn
+from tests.support import GATEWAY, EventTap, random_ip, superuser
 from tests.test_billing_payments import (
     deliver,
     pay_with_test_card,
@@ -52,11 +52,8 @@ async def register(gateway: httpx.AsyncClient) -> dict:
 
 async def relogin(gateway: httpx.AsyncClient, user: dict, sql: str) -> dict:
     """Change the user in auth's tables, then log in again so the token carries it."""
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute(sql, user["email"])
-    finally:
-        await conn.close()
     r = await gateway.post("/api/v1/users/login", json={"email": user["email"], "password": PASSWORD})
     assert r.status_code == 200, r.text
     return {**r.json()["data"], "email": user["email"]}
@@ -269,15 +266,12 @@ async def test_withdrawing_more_than_is_available_is_402_and_holds_nothing(gatew
     assert r.status_code == 402 and r.json()["code"] == "INSUFFICIENT_CREDITS"
     assert r.json()["details"] == {"requested": 1_001, "available": 1_000}
     assert await credits(gateway, owner) == {"balance": 1_000, "held": 0, "available": 1_000, "currency": "USD"}
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         stored = await conn.fetchval(
             "SELECT (SELECT count(*) FROM billing.withdrawals WHERE tenant_id = $1) + "
             "(SELECT count(*) FROM billing.holds h JOIN billing.accounts a ON a.id = h.account_id WHERE a.tenant_id = $1)",
             owner["user"]["tenantId"],
         )
-    finally:
-        await conn.close()
     assert stored == 0
     # Nothing was stored for the key either: it can carry a request that fits.
     assert (await gateway.post("/api/v1/payments/withdraw", json={"amount": 1_000}, headers=headers)).status_code == 201

@@ -20,7 +20,7 @@ from tests.support import (
     new_tenant,
     pay_with_test_card,
     stripe_client,
-    superuser_conn,
+    superuser,
     topup,
     wait_balance,
 )
@@ -68,33 +68,24 @@ def dispute_object(topped: dict, dispute_id: str, amount: int, status: str) -> d
 
 
 async def stored_event(event_id: str):  # noqa: ANN201
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         return await conn.fetchrow("SELECT type, processed_at, error FROM billing.stripe_events WHERE id = $1", event_id)
-    finally:
-        await conn.close()
 
 
 async def receivable_of(headers_tenant: str) -> int:
     """What the tenant owes the platform (the receivables account's entries for its movements)."""
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         posted = await conn.fetchval(
             "SELECT coalesce(sum(e.amount_minor), 0) FROM billing.ledger_entries e "
             "JOIN billing.ledger_transactions t ON t.id = e.transaction_id "
             "JOIN billing.accounts a ON a.id = e.account_id "
             "WHERE a.code = 'receivables' AND t.tenant_id = $1", headers_tenant)
         return -int(posted)
-    finally:
-        await conn.close()
 
 
 async def tenant_of(payment_id: str) -> str:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         return await conn.fetchval("SELECT tenant_id FROM billing.payments WHERE id = $1", uuid.UUID(payment_id))
-    finally:
-        await conn.close()
 
 
 # -- the happy path ----------------------------------------------------------------------------

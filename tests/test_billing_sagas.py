@@ -17,7 +17,7 @@ from billing.settings import BillingSettings
 from common.messaging.kafka import make_producer
 from common.settings import BaseServiceSettings
 
-from tests.support import EventTap, devstack, sessions_fixture, superuser_conn
+from tests.support import EventTap, devstack, sessions_fixture, superuser
 
 PRICE = 7  # set per test by a pricing rule of its own (most specific wins)
 
@@ -33,13 +33,10 @@ async def fund(sessions, tenant: str, amount: int) -> None:  # noqa: ANN001
 
 
 async def own_price(route: str) -> None:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute(
             "INSERT INTO billing.pricing_rules (id, kind, country, route, currency, fixed_price_minor) "
             "VALUES (gen_random_uuid(), 'sms', 'IS', $1, 'USD', $2)", route, PRICE)
-    finally:
-        await conn.close()
 
 
 def envelope(event_type: str, subject: str, tenant: str, data: dict) -> bytes:
@@ -71,13 +68,10 @@ def sms_status(tenant: str, message_id: str, status: str) -> tuple[str, str, byt
 
 
 async def holds_by_status(tenant: str) -> dict[str, int]:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         rows = await conn.fetch(
             "SELECT h.status, count(*) FROM billing.holds h JOIN billing.accounts a ON a.id = h.account_id "
             "WHERE a.tenant_id = $1 GROUP BY h.status", tenant)
-    finally:
-        await conn.close()
     return {r["status"]: r["count"] for r in rows}
 
 

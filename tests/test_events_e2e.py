@@ -8,7 +8,7 @@ import secrets
 import time
 import uuid
 
-from tests.support import LOGS, devstack, superuser_conn
+from tests.support import LOGS, devstack, superuser
 
 
 def ctl(*args: str) -> str:
@@ -46,8 +46,7 @@ async def test_registration_event_opens_exactly_one_credit_account_visible_throu
     assert r.json()["data"] == {"balance": 0, "held": 0, "available": 0, "currency": "USD"}
 
     tenant = data["user"]["tenantId"]
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         event_id = await conn.fetchval(
             "SELECT event_id FROM auth.outbox WHERE event_type = 'auth.user.registered.v1' "
             "AND envelope->>'subject' = $1",
@@ -65,8 +64,6 @@ async def test_registration_event_opens_exactly_one_credit_account_visible_throu
             "AND envelope->>'tenantid' = $1",
             tenant,
         ) == 1
-    finally:
-        await conn.close()
 
 
 async def test_one_trace_id_and_request_id_run_from_the_gateway_into_the_consumer(gateway):
@@ -104,8 +101,7 @@ async def test_billing_worker_killed_mid_stream_opens_every_account_once(gateway
     for user in users:
         r = await wait_credits(gateway, user["accessToken"], timeout=60)
         assert r.status_code == 200, r.text
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         tenants = [u["user"]["tenantId"] for u in users]
         rows = await conn.fetch(
             "SELECT tenant_id, count(*) AS n FROM billing.accounts WHERE tenant_id = ANY($1) "
@@ -114,5 +110,3 @@ async def test_billing_worker_killed_mid_stream_opens_every_account_once(gateway
         )
         assert sorted(r["tenant_id"] for r in rows) == sorted(tenants)
         assert all(r["n"] == 1 for r in rows)
-    finally:
-        await conn.close()

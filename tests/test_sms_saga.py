@@ -32,7 +32,7 @@ from tests.support import (
     new_tenant,
     random_ip,
     sessions_fixture,
-    superuser_conn,
+    superuser,
 )
 
 SIM = "http://127.0.0.1:8430"
@@ -93,11 +93,8 @@ async def queue(sessions, tenant: uuid.UUID, phones: list[str], body: str) -> li
 
 
 async def messages(ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         rows = await conn.fetch("SELECT * FROM messaging.messages WHERE id = ANY($1)", ids)
-    finally:
-        await conn.close()
     return {r["id"]: dict(r) for r in rows}
 
 
@@ -117,13 +114,10 @@ async def wait_statuses(ids: list[uuid.UUID], wanted: tuple[str, ...], timeout: 
 
 
 async def holds(ids: list[uuid.UUID]) -> dict[str, str]:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         rows = await conn.fetch(
             "SELECT reference, status FROM billing.holds WHERE business_key = ANY($1)", [f"sms:{m}" for m in ids]
         )
-    finally:
-        await conn.close()
     return {r["reference"]: r["status"] for r in rows}
 
 
@@ -148,13 +142,10 @@ async def sim_messages(phones: set[str] | None = None, refs: set[str] | None = N
 
 
 async def history(message_id: uuid.UUID) -> list[tuple[str, str | None]]:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         rows = await conn.fetch(
             "SELECT status, detail FROM messaging.message_status_history WHERE message_id = $1 ORDER BY id", message_id
         )
-    finally:
-        await conn.close()
     return [(r["status"], r["detail"]) for r in rows]
 
 
@@ -229,8 +220,7 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
     started = time.monotonic()
 
     # Kill as soon as some messages are claimed (leased) but not all are recorded.
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         deadline = time.monotonic() + WAIT_S
         while True:
             row = await conn.fetchrow(
@@ -242,19 +232,14 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
                 break
             assert time.monotonic() < deadline, f"the dispatcher never claimed a message: {dict(row)}"
             await asyncio.sleep(0.005)
-    finally:
-        await conn.close()
     assert "signalled" in devstack("ctl", "signal", "KILL", "messaging-worker").stdout
     killed_at = dict(row)
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         # Claimed, not recorded: the sends the dead worker had in flight (its transaction died).
         stranded = await conn.fetchval(
             "SELECT count(*) FROM messaging.messages WHERE id = ANY($1) AND status = 'queued'"
             " AND lease_until > now()", ids,
         )
-    finally:
-        await conn.close()
     assert stranded > 0, f"the kill did not land mid-batch: {killed_at}"
     devstack("ctl", "start", "messaging-worker", check=False)  # supervisor restarts it anyway
 
@@ -271,8 +256,7 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
     )
     assert {r["provider"] for r in rows.values()} == {"simulator"}
     await wait_holds(ids, "captured", WAIT_S)
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         deadline = time.monotonic() + WAIT_S
         while True:
             captures = await conn.fetchval(
@@ -286,8 +270,6 @@ async def test_the_worker_killed_mid_batch_sends_every_message_exactly_once_and_
             "SELECT count(*) FROM (SELECT message_id FROM messaging.message_status_history WHERE message_id = ANY($1)"
             " AND status IN ('sent', 'delivered') GROUP BY message_id, status HAVING count(*) > 1) x", ids
         )
-    finally:
-        await conn.close()
     assert captures == n
     assert repeated == 0  # no status twice in any history, whatever was sent twice
     print(f"\n{n} messages, worker killed at {killed_at} ({stranded} in flight): all sent in {elapsed:.1f}s"
@@ -317,13 +299,10 @@ async def test_an_otp_requested_from_auth_arrives_at_the_phone_and_signs_in():
         r = await auth.post("/api/v1/auth/verify-otp", json={"phone": phone, "code": code, "name": "Otto"})
         assert r.status_code == 200, r.text
 
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         row = await conn.fetchrow(
             "SELECT * FROM messaging.messages WHERE external_id = $1", f"otp:{challenge}"
         )
-    finally:
-        await conn.close()
     assert row["route"] == "otp" and row["billing"] == "none" and row["status"] in FINAL
     assert row["tenant_id"] == uuid.UUID(int=0) and str(row["id"]) == inbox[0]["clientRef"]
     assert code not in row["body"] and "••••••" in row["body"]  # the code does not stay in the database

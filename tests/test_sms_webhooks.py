@@ -19,7 +19,7 @@ from messaging.providers.base import webhook_signature
 from messaging.settings import MessagingSettings
 from messaging.sms import status as st
 
-from tests.support import new_tenant, random_phone, superuser_conn
+from tests.support import new_tenant, random_phone, superuser
 
 SIMULATOR = "http://127.0.0.1:8430"
 SECRET = "sim_local_whsec"  # scripts/devstack.py
@@ -38,11 +38,8 @@ async def post_signed(gateway, payload, *, path: str = PATH, **sign) -> httpx.Re
 
 
 async def fetch(sql: str, *args):  # noqa: ANN201
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def until(probe, timeout: float = 30.0):  # noqa: ANN001, ANN201
@@ -76,8 +73,7 @@ async def stored_with(body: bytes) -> int:
 async def outbound_message(*, provider: str | None = None, pmid: str | None = None) -> uuid.UUID:
     """An outbound message as the send path leaves it (queued, billing reserved)."""
     tenant, conv, msg = uuid.uuid4(), uuid7(), uuid7()
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO messaging.conversations (id, tenant_id, our_number, peer_number) VALUES ($1, $2, $3, $4)",
@@ -93,8 +89,6 @@ async def outbound_message(*, provider: str | None = None, pmid: str | None = No
             await conn.execute(
                 "INSERT INTO messaging.message_status_history (message_id, status) VALUES ($1, 'queued')", msg
             )
-    finally:
-        await conn.close()
     return msg
 
 
@@ -202,11 +196,8 @@ async def test_a_report_before_the_provider_id_is_parked_then_applied_when_the_d
 
 async def own_number(tenant: uuid.UUID) -> str:
     number = random_phone()
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute("INSERT INTO messaging.sms_numbers (number, tenant_id) VALUES ($1, $2)", number, tenant)
-    finally:
-        await conn.close()
     return number
 
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.support import superuser_conn
+from tests.support import superuser
 
 PROTECTED = "/api/v1/users/credits"  # billing: a downstream service, not auth itself
 SERVICES = ["auth", "messaging", "chat", "media", "billing", "provider-sync"]
@@ -25,14 +25,11 @@ def b64(data: dict) -> str:
 
 @pytest.fixture(scope="module")
 async def signing_key():
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         row = await conn.fetchrow(
             "SELECT kid, private_pem, public_jwk FROM auth.signing_keys WHERE retired_at IS NULL "
             "ORDER BY created_at DESC LIMIT 1"
         )
-    finally:
-        await conn.close()
     private = serialization.load_pem_private_key(row["private_pem"].encode(), password=None)
     return row["kid"], private, json.loads(row["public_jwk"]) if isinstance(row["public_jwk"], str) else row["public_jwk"]
 

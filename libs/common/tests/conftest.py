@@ -20,19 +20,16 @@ from common.contracts.registry import register  # noqa: E402
 from common.db import create_engine, create_session_factory  # noqa: E402
 from common.messaging.tables import create_backbone_tables  # noqa: E402
 
-from tests.support import superuser_conn  # noqa: E402
+from tests.support import superuser  # noqa: E402
 
 SCHEMA = "bbtest"
 
 
 async def _prepare_schema() -> None:
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SCHEMA):
             await conn.execute(f"CREATE ROLE {SCHEMA} LOGIN PASSWORD '{SCHEMA}'")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} AUTHORIZATION {SCHEMA}")
-    finally:
-        await conn.close()
     settings = backbone_proc.settings_for(SCHEMA)
     engine = create_engine(settings)
     async with engine.begin() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from common.db import create_engine
 from sqlalchemy import text
 
-from tests.support import superuser_conn
+from tests.support import superuser
 
 
 async def test_a_pooled_connection_killed_behind_the_pools_back_is_replaced_on_checkout(bb_settings):
@@ -14,12 +14,9 @@ async def test_a_pooled_connection_killed_behind_the_pools_back_is_replaced_on_c
     try:
         async with engine.connect() as conn:
             first = await conn.scalar(text("SELECT pg_backend_pid()"))
-        admin = await superuser_conn()
-        try:
+        async with superuser() as admin:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
             await admin.execute("SELECT pg_sleep(0.2)")
-        finally:
-            await admin.close()
         async with engine.begin() as conn:  # no error: the ping saw the dead connection
             second = await conn.scalar(text("SELECT pg_backend_pid()"))
         assert second != first

@@ -2,15 +2,14 @@
 
 import pytest
 
-from tests.support import superuser_conn
+from tests.support import superuser
 
 SCHEMAS = ["auth", "messaging", "chat", "media", "billing", "provider_sync"]
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
 async def test_schema_owns_its_version_table_and_backbone_tables(schema):
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         owner = await conn.fetchval(
             "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", schema
         )
@@ -22,8 +21,6 @@ async def test_schema_owns_its_version_table_and_backbone_tables(schema):
         assert {"alembic_version", "outbox", "inbox"} <= tables
         assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".alembic_version') == 1
         assert await conn.fetchval("SELECT to_regclass('public.alembic_version')") is None
-    finally:
-        await conn.close()
 
 
 async def test_a_service_role_cannot_touch_another_services_schema():

@@ -16,7 +16,7 @@ from messaging.sms import service
 from messaging.sms.coalesce import WRITER_APPLICATION_NAME, WRITER_SERVER_SETTINGS, SendCoalescer
 from sqlalchemy import text
 
-from tests.support import random_phone, sessions_fixture, superuser_conn
+from tests.support import random_phone, sessions_fixture, superuser
 
 SETTINGS = MessagingSettings(db_pool_size=4)
 sessions = sessions_fixture(lambda: SETTINGS)
@@ -202,13 +202,10 @@ async def test_a_writer_whose_connection_was_killed_writes_the_next_send_on_a_ne
     try:
         who = tenant()
         await send(sessions, writer, who, text="before", recipients=[random_phone()])
-        conn = await superuser_conn()
-        try:
+        async with superuser() as conn:
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", name
             )
-        finally:
-            await conn.close()
         assert killed == 1
         after = await send(sessions, writer, who, text="after", recipients=[random_phone()])
         assert after.result.count == 1
