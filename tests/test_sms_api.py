@@ -9,6 +9,8 @@ saga has done meanwhile: the history starts with `queued`, statuses are in the k
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from tests.support import new_tenant, random_phone, superuser_conn
 
 STATUSES = {"queued", "sent", "delivered", "failed", "rejected"}
 DEFAULT_SENDER = "+18005550100"
+SIMULATOR = "http://127.0.0.1:8430"
 
 
 def error(r: httpx.Response, status: int, code: str) -> dict:
@@ -218,18 +221,54 @@ async def test_seed_003_send_sms_and_get_conversation(gateway):
     assert r.json()["data"]["messages"] == []
 
 
-async def test_numbers_are_registered_once_and_used_as_senders(gateway):
+async def code_sent_to(number: str, count: int = 1, timeout: float = 30) -> str:
+    """The newest verification code in `number`'s inbox at the simulator, once it holds `count`."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as sim:
+        while True:
+            inbox = [m["text"] for m in (await sim.get(f"/_sim/inbox/{number}")).json() if "verify this number" in m["text"]]
+            if len(inbox) >= count:
+                return re.search(r"\b\d{6}\b", inbox[-1]).group()
+            assert time.monotonic() < deadline, f"no code reached {number}: {inbox}"
+            await asyncio.sleep(0.2)
+
+
+async def test_a_number_is_yours_once_the_code_sent_to_it_comes_back_then_it_sends(gateway):
     who, other = await new_tenant(gateway), await new_tenant(gateway)
     number = random_phone()
     r = await gateway.post("/api/v1/sms/numbers", json={"number": number, "label": "Support"}, headers=who)
-    assert r.status_code == 201, r.text
-    assert r.json()["data"]["number"] == number and r.json()["data"]["label"] == "Support"
+    assert r.status_code == 202, r.text
+    pending = r.json()["data"]
+    assert (pending["number"], pending["label"], pending["status"]) == (number, "Support", "pending")
+    assert pending["expiresAt"] and set(pending) == {"number", "label", "createdAt", "status", "expiresAt"}
+    # Pending: no sending from it yet; asking for another code at once is rationed.
+    error(await gateway.post("/api/v1/sms/send", json={"message": "x", "recipients": [random_phone()], "sender": number},
+                             headers=who), 422, "SENDER_NOT_OWNED")
+    r = await gateway.post("/api/v1/sms/numbers", json={"number": number}, headers=who)
+    assert error(r, 429, "CODE_RECENTLY_SENT")["details"]["retryIn"] >= 1 and r.headers["retry-after"]
+    listed = (await gateway.get("/api/v1/sms/numbers", headers=who)).json()["data"]
+    assert [(n["number"], n["status"]) for n in listed["items"]] == [(number, "pending")]
+
+    code = await code_sent_to(number)  # the real SMS, sent by the dispatcher to the phone
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    r = await gateway.post(f"/api/v1/sms/numbers/{number}/verify", json={"code": wrong}, headers=who)
+    assert error(r, 422, "CODE_INVALID")["details"]["attemptsLeft"] == 4
+    error(await gateway.post(f"/api/v1/sms/numbers/{number}/verify", json={"code": "12ab"}, headers=who),
+          422, "VALIDATION_ERROR")
+    error(await gateway.post(f"/api/v1/sms/numbers/{number}/verify", json={"code": code}, headers=other),
+          404, "NUMBER_NOT_CLAIMED")
+    r = await gateway.post(f"/api/v1/sms/numbers/{number}/verify", json={"code": code}, headers=who)
+    assert r.status_code == 200, r.text
+    assert (r.json()["data"]["status"], r.json()["data"]["label"]) == ("verified", "Support")
+    # The code SMS is the platform's: it is not in the tenant's logs.
+    assert (await gateway.get("/api/v1/sms/logs", headers=who)).json()["data"]["total"] == 0
+
     error(await gateway.post("/api/v1/sms/numbers", json={"number": number}, headers=other), 409, "NUMBER_TAKEN")
     error(await gateway.post("/api/v1/sms/numbers", json={"number": number}, headers=who), 409, "NUMBER_TAKEN")
     error(await gateway.post("/api/v1/sms/numbers", json={"number": DEFAULT_SENDER}, headers=who), 409, "NUMBER_TAKEN")
     error(await gateway.post("/api/v1/sms/numbers", json={"number": "555"}, headers=who), 422, "INVALID_PHONE")
     listed = (await gateway.get("/api/v1/sms/numbers", headers=who)).json()["data"]
-    assert [n["number"] for n in listed["items"]] == [number]
+    assert [(n["number"], n["status"]) for n in listed["items"]] == [(number, "verified")]
     assert (await gateway.get("/api/v1/sms/numbers", headers=other)).json()["data"]["items"] == []
 
     data = await send(gateway, who, message="from my number", recipients=[random_phone()], sender=number)
@@ -240,4 +279,4 @@ async def test_numbers_are_registered_once_and_used_as_senders(gateway):
     error(await gateway.delete(f"/api/v1/sms/numbers/{number}", headers=other), 404, "NUMBER_NOT_FOUND")
     r = await gateway.delete(f"/api/v1/sms/numbers/{number}", headers=who)
     assert r.status_code == 200 and r.json()["data"] == {"number": number, "deleted": True}
-    assert (await gateway.post("/api/v1/sms/numbers", json={"number": number}, headers=other)).status_code == 201
+    assert (await gateway.post("/api/v1/sms/numbers", json={"number": number}, headers=other)).status_code == 202

@@ -58,6 +58,9 @@ locals {
       name == "auth" ? [
         { name = "SB_OTP_PEPPER", valueFrom = aws_secretsmanager_secret.otp_pepper.arn },
       ] : [],
+      name == "messaging" ? [
+        { name = "SB_SMS_NUMBER_CODE_PEPPER", valueFrom = aws_secretsmanager_secret.number_code_pepper.arn },
+      ] : [],
     )
   }
 }
@@ -116,6 +119,7 @@ data "aws_iam_policy_document" "execution_secrets" {
         aws_secretsmanager_secret.stripe_secret_key.arn,
         aws_secretsmanager_secret.stripe_webhook_secret.arn,
         aws_secretsmanager_secret.otp_pepper.arn,
+        aws_secretsmanager_secret.number_code_pepper.arn,
       ],
     )
   }

@@ -73,3 +73,10 @@ resource "aws_secretsmanager_secret" "otp_pepper" {
   name        = "${local.name}/auth/otp-pepper"
   description = "Key for the OTP code hashes (a long random string; auth refuses to start without it)"
 }
+
+# ---- number-verification pepper (messaging) -----------------------------------------------------
+
+resource "aws_secretsmanager_secret" "number_code_pepper" {
+  name        = "${local.name}/messaging/number-code-pepper"
+  description = "Key for the hashes of the codes that prove a tenant owns a number (messaging refuses to start without it)"
+}

@@ -65,6 +65,13 @@ class MessagingSettings(BaseServiceSettings):
     sms_otp_concurrency: int = 16
     sms_otp_sender: str = ""  # empty: sms_default_sender
     sms_otp_text: str = "Your Switchboard code is {code}. It expires in {minutes} minutes."
+    # Registering a number (messaging.numbers): a code goes to it by SMS (otp lane, platform
+    # sender, not billed) and the number is the tenant's once the code comes back.
+    sms_number_code_text: str = "Your Switchboard code to verify this number is {code}. It expires in {minutes} minutes."
+    sms_number_code_ttl_s: int = 600
+    sms_number_code_attempts: int = 5  # wrong codes before the claim needs a new code
+    sms_number_code_resend_s: int = 30  # at most one code per number and tenant this often
+    sms_number_code_pepper: str = "local-dev-number-pepper-change-me"  # the codes' HMAC key
 
     @model_validator(mode="after")
     def _sms_providers(self) -> "MessagingSettings":
@@ -75,6 +82,8 @@ class MessagingSettings(BaseServiceSettings):
         if "gateway" in routed and not (self.sms_gateway_base_url and self.sms_gateway_api_key):
             raise ValueError("sms_routes uses the gateway, which has no base URL or API key")
         if self.environment == "production":
+            if "change-me" in self.sms_number_code_pepper:
+                raise ValueError("production settings keep the placeholder sms_number_code_pepper")
             if "simulator" in routed:
                 raise ValueError("production settings route SMS to the simulator")
             if "gateway" in routed and not any(

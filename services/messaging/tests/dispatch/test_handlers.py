@@ -11,11 +11,11 @@ from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
 from common.contracts.registry import type_of
 from common.ids import uuid7
 from messaging.dispatch.handlers import (
-    PLATFORM_TENANT,
     make_otp_handler,
     on_rejected_batch,
     on_reserved_batch,
 )
+from messaging.dispatch.otp import PLATFORM_TENANT
 from messaging.settings import MessagingSettings
 from sqlalchemy import text
 

@@ -43,11 +43,20 @@ def test_the_webhook_url_is_the_public_one_the_signature_covers():
     [
         ({"sms_routes": {"*": ["twilio"]}}, "unknown providers"),
         ({"sms_routes": {"*": ["gateway"]}}, "no base URL"),
-        ({"environment": "production", "database_url": "postgresql+asyncpg://m:s3cret@db/x"}, "simulator"),
+        ({"environment": "production", "database_url": "postgresql+asyncpg://m:s3cret@db/x"}, "placeholder sms_number_code_pepper"),
         (
             {
                 "environment": "production",
                 "database_url": "postgresql+asyncpg://m:s3cret@db/x",
+                "sms_number_code_pepper": "9b2f0e7c1d4a",
+            },
+            "simulator",
+        ),
+        (
+            {
+                "environment": "production",
+                "database_url": "postgresql+asyncpg://m:s3cret@db/x",
+                "sms_number_code_pepper": "9b2f0e7c1d4a",
                 "sms_routes": {"*": ["gateway"]},
                 "sms_gateway_base_url": "https://sms.example.com",
                 "sms_gateway_api_key": "k",

@@ -20,24 +20,21 @@ from typing import Any
 from common.contracts import EventEnvelope
 from common.contracts.auth.v1 import OtpRequestedV1
 from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
-from common.ids import parse_uuid, uuid7
+from common.ids import parse_uuid
 from common.messaging.consumer import EventConsumer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from messaging.conversations.repository import ensure_conversations
 from messaging.dispatch import repository as repo
 from messaging.dispatch.dispatcher import OTP, STANDARD
-from messaging.dispatch.otp import otp_text
+from messaging.dispatch.otp import PLATFORM_TENANT, otp_text, queue_code_sms
 from messaging.settings import MessagingSettings
 from messaging.sms import status as st
-from messaging.sms.segments import analyse
 
 log = logging.getLogger("messaging.dispatch")
 
 RESERVED = "billing.credits.reserved.v1"
 REJECTED = "billing.credits.rejected.v1"
 OTP_REQUESTED = "auth.otp.requested.v1"
-PLATFORM_TENANT = uuid.UUID(int=0)
 
 
 def _sms_ids(events: Sequence[EventEnvelope[Any]]) -> list[tuple[uuid.UUID, Any]]:
@@ -111,16 +108,11 @@ def make_otp_handler(settings: MessagingSettings):  # noqa: ANN201
         tenant = PLATFORM_TENANT
         if event.tenantid:
             tenant = parse_uuid(event.tenantid) or PLATFORM_TENANT
-        body = otp_text(settings.sms_otp_text, otp.code, expires_at, now)
-        info = analyse(body)
-        conversations = await ensure_conversations(session, tenant, [(sender, otp.phone)])
-        message_id = uuid7()
-        if await repo.insert_otp(
-            session, message_id=message_id, tenant_id=tenant, conversation_id=conversations[(sender, otp.phone)],
-            sender=sender, to=otp.phone, body=body, encoding=info.encoding, segments=info.segments,
-            external_id=f"otp:{otp.challenge_id}", expires_at=expires_at,
-        ):
-            await st.record_created(session, [message_id], st.QUEUED, f"OTP ({otp.purpose})")
+        await queue_code_sms(
+            session, tenant=tenant, sender=sender, to=otp.phone,
+            body=otp_text(settings.sms_otp_text, otp.code, expires_at, now),
+            external_id=f"otp:{otp.challenge_id}", expires_at=expires_at, detail=f"OTP ({otp.purpose})",
+        )
 
     return on_otp_requested
 

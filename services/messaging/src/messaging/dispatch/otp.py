@@ -1,4 +1,5 @@
-"""OTP texts: building them from the template, and taking the code out once the SMS is gone.
+"""Code SMS (auth's OTPs, the codes that prove a tenant owns a number): queueing one on the
+`otp` route, building its text from a template, and taking the code out once the SMS is gone.
 
 The stored body of an OTP message holds the code only while the message waits to be sent; once
 its outcome is known (sent or failed) the code's characters become `•`, so codes do not sit in
@@ -9,12 +10,50 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import datetime
 from functools import lru_cache
 
+from common.ids import uuid7
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messaging.conversations.repository import ensure_conversations
+from messaging.dispatch import repository as repo
+from messaging.sms import status as st
+from messaging.sms.segments import analyse
+
 MASK = "•"
+# The tenant of code SMS sent for the platform itself (auth's OTPs, number verification codes).
+PLATFORM_TENANT = uuid.UUID(int=0)
 _FIELD = re.compile(r"\{(code|minutes)\}")
 _LONG_DIGITS = re.compile(r"\d{4,}")
+
+
+async def queue_code_sms(
+    session: AsyncSession,
+    *,
+    tenant: uuid.UUID,
+    sender: str,
+    to: str,
+    body: str,
+    external_id: str,
+    expires_at: datetime,
+    detail: str,
+) -> uuid.UUID | None:
+    """Store a code SMS, due at once on the `otp` lane (never billed, failed as `expired` rather
+    than sent late); its id, or None when `external_id` already has one (a redelivery). Without
+    a wake-up the lane finds it within its idle poll (at most two seconds)."""
+    info = analyse(body)
+    conversations = await ensure_conversations(session, tenant, [(sender, to)])
+    message_id = uuid7()
+    if not await repo.insert_otp(
+        session, message_id=message_id, tenant_id=tenant, conversation_id=conversations[(sender, to)],
+        sender=sender, to=to, body=body, encoding=info.encoding, segments=info.segments,
+        external_id=external_id, expires_at=expires_at,
+    ):
+        return None
+    await st.record_created(session, [message_id], st.QUEUED, detail)
+    return message_id
 
 
 def otp_text(template: str, code: str, expires_at: datetime, now: datetime) -> str:

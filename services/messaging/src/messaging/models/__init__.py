@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -62,6 +63,24 @@ class SmsNumber(Base):
     number: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
     label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SmsNumberClaim(Base):
+    """A number a tenant asked to register: a code was sent to it by SMS, and the number becomes
+    the tenant's (an SmsNumber) when the code comes back. Several tenants may claim one number;
+    the first to prove it wins. The code is kept only as an HMAC."""
+
+    __tablename__ = "sms_number_claims"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    label: Mapped[str | None] = mapped_column(String(100))
+    code_id: Mapped[uuid.UUID]  # new for every code sent: salts its hash, names its SMS
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
