@@ -301,6 +301,60 @@ async def test_a_stored_webhook_is_processed_once():
         assert row.processed_at is not None and row.headers["content-type"] == "application/json"
 
 
+async def test_a_run_of_webhooks_is_applied_together_in_order_each_with_its_own_outcome():
+    """What the worker's batch handler does with a bulk send's reports arriving as many webhooks."""
+    async with rollback_session(SETTINGS) as session:
+        first, second, p1, p2 = await outbound(session), await outbound(session), pmid(), pmid()
+        sent = await stored(session, json.dumps([
+            {"id": p1, "clientRef": str(first), "status": "sent"},
+            {"id": p2, "clientRef": str(second), "status": "delivered"},
+        ]).encode())
+        delivered = await stored(session, json.dumps([
+            {"id": p1, "clientRef": str(first), "status": "delivered"},  # after its `sent`, one batch later
+            {"id": p2, "clientRef": str(second), "status": "delivered"},  # a repeat: unchanged
+            {"id": pmid(), "status": "delivered"},  # not known yet: parked
+        ]).encode())
+        unreadable = await stored(session, b"not json")
+        done = await stored(session, json.dumps({"id": pmid(), "status": "sent"}).encode())
+        await service.process_webhook(session, PROVIDERS, done)
+        elsewhere = await stored(session, json.dumps({"id": pmid(), "status": "sent"}).encode())
+        await session.execute(text("UPDATE provider_webhooks SET provider = 'gone' WHERE id = :w"), {"w": elsewhere})
+        missing = uuid7()
+
+        outcomes = await service.process_webhooks(session, PROVIDERS, [sent, delivered, unreadable, done, elsewhere, missing])
+        assert outcomes == {
+            sent: "reports: 2 (2 moved, 0 unchanged, 0 parked)",
+            delivered: "reports: 3 (1 moved, 1 unchanged, 1 parked)",
+            unreadable: outcomes[unreadable],
+            done: None,
+            elsewhere: "not processed: provider gone is not configured",
+            missing: None,
+        }
+        assert outcomes[unreadable].startswith("invalid: ")
+        statuses = await session.execute(
+            text("SELECT id, status, provider_message_id FROM messages WHERE id IN (:a, :b)"), {"a": first, "b": second}
+        )
+        assert {r.id: (r.status, r.provider_message_id) for r in statuses} == {
+            first: ("delivered", p1), second: ("delivered", p2),
+        }
+        history = await session.execute(
+            text("SELECT status FROM message_status_history WHERE message_id = :m ORDER BY id"), {"m": first}
+        )
+        assert [r.status for r in history][-2:] == ["sent", "delivered"]
+        rows = await session.execute(
+            text("SELECT id, outcome, processed_at IS NOT NULL AS processed FROM provider_webhooks WHERE id = ANY(:w)"),
+            {"w": [sent, delivered, unreadable, elsewhere]},
+        )
+        assert {r.id: (r.outcome, r.processed) for r in rows} == {
+            sent: (outcomes[sent], True),
+            delivered: (outcomes[delivered], True),
+            unreadable: (outcomes[unreadable], True),
+            elsewhere: (outcomes[elsewhere], False),  # kept to be replayed
+        }
+        # Processed now: a redelivered run does nothing.
+        assert set((await service.process_webhooks(session, PROVIDERS, [sent, delivered])).values()) == {None}
+
+
 @pytest.mark.parametrize("body", [b"not json", b'{"id": "x", "status": "read"}', b"[]"])
 async def test_an_unreadable_signed_webhook_is_kept_with_its_reason(body):
     async with rollback_session(SETTINGS) as session:

@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.contracts import all_topics
-from common.db import create_engine, create_session_factory
+from common.db import BATCH_SERVER_SETTINGS, create_engine, create_session_factory
 from common.messaging.kafka import ensure_topics
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
@@ -41,7 +41,8 @@ async def run_worker_async(
     stop: asyncio.Event | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
-    engine = create_engine(settings)
+    # Consumers combine events and handlers take whole runs of them: statements over arrays.
+    engine = create_engine(settings, server_settings=BATCH_SERVER_SETTINGS)
     session_factory = create_session_factory(engine, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
-"""messaging.webhook.received.v1 -> parse the stored webhook and apply it (worker, group
-`messaging-webhooks`). Idempotent by the row's `processed_at` on top of the consumer's inbox."""
+"""messaging.webhook.received.v1 -> parse the stored webhooks and apply them (worker, group
+`messaging-webhooks`), a run of events in one call. Idempotent by the rows' `processed_at` on
+top of the consumer's inbox."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ GROUP = "messaging-webhooks"
 def make_handlers(settings: MessagingSettings):
     providers = service.webhook_providers(settings)  # parsing only: no connection is opened
 
-    async def on_webhook_received(session: AsyncSession, event: EventEnvelope[WebhookReceivedV1]) -> None:
-        await service.process_webhook(session, providers, uuid.UUID(event.data.webhook_id))
+    async def on_webhooks_received(session: AsyncSession, events: list[EventEnvelope[WebhookReceivedV1]]) -> None:
+        await service.process_webhooks(session, providers, [uuid.UUID(e.data.webhook_id) for e in events])
 
-    return {"messaging.webhook.received.v1": on_webhook_received}
+    return {"messaging.webhook.received.v1": on_webhooks_received}
 
 
 def webhook_consumer(settings: MessagingSettings, sessions: async_sessionmaker[AsyncSession]) -> EventConsumer:
     """The worker's consumer of stored webhooks (its own group: a slow bulk of reports never
     holds back billing's answers or OTP requests)."""
-    return EventConsumer(settings, sessions, GROUP, make_handlers(settings))
+    return EventConsumer(settings, sessions, GROUP, {}, batch_handlers=make_handlers(settings))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,25 +54,37 @@ class InboundRepository:
             {"id": webhook_id, "provider": provider, "body": body, "headers": _json(headers)},
         )
 
-    async def lock_webhook(self, webhook_id: uuid.UUID) -> StoredWebhook | None:
-        row = (
-            await self.session.execute(
-                text(
-                    "SELECT id, provider, body, headers, processed_at FROM provider_webhooks "
-                    "WHERE id = :id FOR UPDATE"
-                ),
-                {"id": webhook_id},
-            )
-        ).one_or_none()
-        return StoredWebhook(row.id, row.provider, bytes(row.body), row.headers, row.processed_at) if row else None
+    async def lock_webhooks(self, webhook_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredWebhook]:
+        """The stored webhooks, locked (in id order, so two workers never deadlock on them)."""
+        if not webhook_ids:
+            return {}
+        rows = await self.session.execute(
+            text(
+                "SELECT id, provider, body, headers, processed_at FROM provider_webhooks "
+                "WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
+            ),
+            {"ids": list(webhook_ids)},
+        )
+        return {r.id: StoredWebhook(r.id, r.provider, bytes(r.body), r.headers, r.processed_at) for r in rows}
 
-    async def finish_webhook(self, webhook_id: uuid.UUID, outcome: str, *, processed: bool = True) -> None:
+    async def finish_webhooks(self, processed: Mapping[uuid.UUID, str], *, unprocessed: Mapping[uuid.UUID, str]) -> None:
+        """Record each webhook's outcome; the `processed` ones are done, the `unprocessed` ones
+        stay to be replayed."""
+        ids = [*processed, *unprocessed]
+        if not ids:
+            return
         await self.session.execute(
             text(
-                "UPDATE provider_webhooks SET outcome = :outcome, "
-                "processed_at = CASE WHEN :processed THEN now() ELSE processed_at END WHERE id = :id"
+                "UPDATE provider_webhooks w SET outcome = u.outcome, "
+                "processed_at = CASE WHEN u.done THEN now() ELSE w.processed_at END "
+                "FROM unnest(CAST(:ids AS uuid[]), CAST(:outcomes AS text[]), CAST(:done AS boolean[])) "
+                "AS u(id, outcome, done) WHERE w.id = u.id"
             ),
-            {"id": webhook_id, "outcome": outcome[:500], "processed": processed},
+            {
+                "ids": ids,
+                "outcomes": [o[:500] for o in [*processed.values(), *unprocessed.values()]],
+                "done": [True] * len(processed) + [False] * len(unprocessed),
+            },
         )
 
     # -- the outbound messages delivery reports point at --------------------------------------------

@@ -109,38 +109,67 @@ async def process_webhook(
 ) -> str | None:
     """Apply a stored webhook once (its row is locked; a processed one is skipped) and record the
     outcome on it. Returns the outcome, None when there was nothing to do."""
+    return (await process_webhooks(session, providers, [webhook_id]))[webhook_id]
+
+
+async def process_webhooks(
+    session: AsyncSession, providers: Mapping[str, SmsProvider], webhook_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str | None]:
+    """Apply stored webhooks once each, together: their rows are locked in one statement (in id
+    order), and the delivery reports of all of them go through one `status.apply` per provider,
+    in the order the webhooks were given (so a `sent` before its `delivered` stays first). A
+    bulk send's reports arrive as dozens of webhooks at once; applied one by one they took a
+    transaction's worth of statements each. Returns each webhook's outcome, None when there was
+    nothing to do (unknown or already processed)."""
     repo = InboundRepository(session)
-    webhook = await repo.lock_webhook(webhook_id)
-    if webhook is None:
-        log.warning("webhook event for a row that does not exist", extra={"webhook_id": str(webhook_id)})
-        return None
-    if webhook.processed_at is not None:
-        return None
-    provider = providers.get(webhook.provider)
-    if provider is None:
-        # Configuration changed since it was stored: keep it unprocessed, to be replayed.
-        outcome = f"not processed: provider {webhook.provider} is not configured"
-        await repo.finish_webhook(webhook_id, outcome, processed=False)
-        return outcome
-    try:
-        reports, inbound = provider.parse_webhook(webhook.body, webhook.headers)
-    except InvalidDeliveryReport as exc:
-        # Signed by the provider but unreadable: a retry would carry the same bytes, so the
-        # request was answered 200 and the raw row is the record (and the input of a replay once
-        # the parser learns the new shape).
-        WEBHOOK_ITEMS.labels(webhook.provider, "invalid").inc()
-        log.warning("unreadable webhook", extra={"webhook_id": str(webhook_id), "provider": webhook.provider, "error": str(exc)})
-        outcome = f"invalid: {exc}"
-        await repo.finish_webhook(webhook_id, outcome)
-        return outcome
-    parts: list[str] = []
-    if reports:
-        parts.append(await apply_reports(session, webhook.provider, reports, webhook_id))
-    if inbound:
-        parts.extend(await receive_from_provider(session, webhook.provider, inbound))
-    outcome = "; ".join(parts) or "empty"
-    await repo.finish_webhook(webhook_id, outcome)
-    return outcome
+    order = list(dict.fromkeys(webhook_ids))
+    stored = await repo.lock_webhooks(order)
+    outcomes: dict[uuid.UUID, str | None] = dict.fromkeys(order)
+    reports: dict[str, list[tuple[DeliveryReport, uuid.UUID]]] = {}
+    inbound: list[tuple[uuid.UUID, str, Sequence[InboundSms]]] = []
+    parts: dict[uuid.UUID, list[str]] = {}
+    kept: set[uuid.UUID] = set()  # not processed: to be replayed
+    for webhook_id in order:
+        webhook = stored.get(webhook_id)
+        if webhook is None:
+            log.warning("webhook event for a row that does not exist", extra={"webhook_id": str(webhook_id)})
+            continue
+        if webhook.processed_at is not None:
+            continue
+        provider = providers.get(webhook.provider)
+        if provider is None:
+            # Configuration changed since it was stored: keep it unprocessed, to be replayed.
+            outcomes[webhook_id] = f"not processed: provider {webhook.provider} is not configured"
+            kept.add(webhook_id)
+            continue
+        try:
+            found, received = provider.parse_webhook(webhook.body, webhook.headers)
+        except InvalidDeliveryReport as exc:
+            # Signed by the provider but unreadable: a retry would carry the same bytes, so the
+            # request was answered 200 and the raw row is the record (and the input of a replay
+            # once the parser learns the new shape).
+            WEBHOOK_ITEMS.labels(webhook.provider, "invalid").inc()
+            log.warning("unreadable webhook", extra={"webhook_id": str(webhook_id), "provider": webhook.provider, "error": str(exc)})
+            outcomes[webhook_id] = f"invalid: {exc}"
+            continue
+        parts[webhook_id] = []
+        if found:
+            reports.setdefault(webhook.provider, []).extend((r, webhook_id) for r in found)
+        if received:
+            inbound.append((webhook_id, webhook.provider, received))
+    for provider_name, items in reports.items():
+        for webhook_id, phrase in (await _apply_reports(session, provider_name, items)).items():
+            parts[webhook_id].append(phrase)
+    for webhook_id, provider_name, received in inbound:
+        parts[webhook_id].extend(await receive_from_provider(session, provider_name, received))
+    for webhook_id, phrases in parts.items():
+        outcomes[webhook_id] = "; ".join(phrases) or "empty"
+    finished = {w: o for w, o in outcomes.items() if o is not None}
+    await repo.finish_webhooks(
+        {w: o for w, o in finished.items() if w not in kept},
+        unprocessed={w: o for w, o in finished.items() if w in kept},
+    )
+    return outcomes
 
 
 async def apply_reports(
@@ -149,14 +178,25 @@ async def apply_reports(
     """Move the statuses the reports name, in one `status.apply`; park the ones whose message is
     not known yet. The message is the outbound one named by `clientRef` (our id), else the one
     with this provider's id; a `clientRef` that is not one of our outbound ids is ignored."""
+    return (await _apply_reports(session, provider, [(r, webhook_id) for r in reports]))[webhook_id]
+
+
+async def _apply_reports(
+    session: AsyncSession, provider: str, items: Sequence[tuple[DeliveryReport, uuid.UUID | None]]
+) -> dict[uuid.UUID | None, str]:
+    """`apply_reports` for the reports of several webhooks (each with its webhook's id): one
+    lookup and one `status.apply` for all; the outcome phrase per webhook."""
     repo = InboundRepository(session)
-    refs = {r.client_ref: ref for r in reports if (ref := parse_uuid(r.client_ref)) is not None}
+    refs = {r.client_ref: ref for r, _ in items if (ref := parse_uuid(r.client_ref)) is not None}
     by_ref = await repo.outbound_by_ids(list(refs.values()))
-    by_pmid = await repo.outbound_by_provider_ids(provider, [r.provider_message_id for r in reports])
+    by_pmid = await repo.outbound_by_provider_ids(provider, [r.provider_message_id for r, _ in items])
     changes: list[st.Change] = []
+    owners: list[uuid.UUID | None] = []  # the webhook of each change
     claimed: dict[str, uuid.UUID] = dict((pmid, mid) for pmid, mid in by_pmid.items())
-    parked = 0
-    for report in reports:
+    tally: dict[uuid.UUID | None, list[int]] = {}  # webhook -> [reports, moved, unchanged, parked]
+    for report, webhook_id in items:
+        counts = tally.setdefault(webhook_id, [0, 0, 0, 0])
+        counts[0] += 1
         pmid = report.provider_message_id
         ref = refs.get(report.client_ref) if report.client_ref else None
         message = by_ref.get(ref) if ref else None
@@ -172,7 +212,7 @@ async def apply_reports(
             target, record = by_pmid[pmid], True
         else:
             await st.park_report(session, provider, pmid, str(report.status), report.error, webhook_id)
-            parked += 1
+            counts[3] += 1
             continue
         changes.append(
             st.Change(
@@ -184,11 +224,24 @@ async def apply_reports(
                 error=report.error,
             )
         )
+        owners.append(webhook_id)
     moved = await st.apply(session, changes) if changes else []
+    # Each move is credited to the first webhook whose report asked for it.
+    moves = {(m.message_id, m.status) for m in moved}
+    for change, webhook_id in zip(changes, owners, strict=True):
+        key = (change.message_id, change.status)
+        if key in moves:
+            moves.discard(key)
+            tally[webhook_id][1] += 1
+        else:
+            tally[webhook_id][2] += 1
     WEBHOOK_ITEMS.labels(provider, "moved").inc(len(moved))
     WEBHOOK_ITEMS.labels(provider, "unchanged").inc(len(changes) - len(moved))
-    WEBHOOK_ITEMS.labels(provider, "parked").inc(parked)
-    return f"reports: {len(reports)} ({len(moved)} moved, {len(changes) - len(moved)} unchanged, {parked} parked)"
+    WEBHOOK_ITEMS.labels(provider, "parked").inc(sum(c[3] for c in tally.values()))
+    return {
+        webhook_id: f"reports: {n} ({m} moved, {u} unchanged, {p} parked)"
+        for webhook_id, (n, m, u, p) in tally.items()
+    }
 
 
 async def receive_from_provider(session: AsyncSession, provider: str, inbound: Sequence[InboundSms]) -> list[str]:

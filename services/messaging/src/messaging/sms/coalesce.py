@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from common.db import BATCH_SERVER_SETTINGS
 from common.db.held import HeldConnection
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,11 +41,7 @@ log = logging.getLogger(__name__)
 WRITER_APPLICATION_NAME = "messaging-send-writer"
 # jit off and custom plans: see repository._BIG_SEND (a writer runs the statement for one
 # destination and for 10,000 on the same connection).
-WRITER_SERVER_SETTINGS = {
-    "application_name": WRITER_APPLICATION_NAME,
-    "jit": "off",
-    "plan_cache_mode": "force_custom_plan",
-}
+WRITER_SERVER_SETTINGS = {"application_name": WRITER_APPLICATION_NAME, **BATCH_SERVER_SETTINGS}
 
 
 @dataclass
