@@ -4,6 +4,7 @@ restart) costs no failed request: the next checkout reconnects."""
 from __future__ import annotations
 
 from common.db import create_engine
+from common.messaging.worker import worker_engine
 from sqlalchemy import text
 
 from tests.support import superuser
@@ -40,3 +41,22 @@ async def test_the_ping_is_a_single_statement_outside_a_transaction(bb_settings)
         assert sent[:2] == [";", "BEGIN;"], sent
     finally:
         await engine.dispose()
+
+
+async def test_worker_connections_plan_each_run_for_its_own_array_size(bb_settings):
+    """Worker statements take arrays of one row to thousands: a generic plan (PostgreSQL's pick
+    after five runs) made 5,000 delivery reports take 7.4 s instead of 2.0 s."""
+    engine = worker_engine(bb_settings)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+            assert await conn.scalar(text("SHOW jit")) == "off"
+            assert await conn.scalar(text("SHOW search_path")) == bb_settings.db_schema
+    finally:
+        await engine.dispose()
+    api = create_engine(bb_settings)  # the API's engine keeps the defaults
+    try:
+        async with api.connect() as conn:
+            assert await conn.scalar(text("SHOW plan_cache_mode")) == "auto"
+    finally:
+        await api.dispose()

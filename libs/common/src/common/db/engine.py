@@ -26,13 +26,13 @@ def _ping_asyncpg(dbapi_connection: Any) -> bool:
     return True
 
 
-# For connections whose statements take arrays of any size, one row to thousands (batched
-# writes, consumers combining events, the SMS send writer): PostgreSQL switches a prepared
-# statement to a generic plan after five runs, and a generic plan guesses the size of
-# `unnest(:array)`; planned for a handful of rows, it makes a 10,000-row run take seconds
-# (measured: a status update of 8,000 messages and a 10,000-recipient send, each 10-30x slower).
-# Custom plans cost a re-plan per run, which batching makes rare. JIT pays off only for long
-# analytic queries and costs ~100 ms when it fires.
+# For connections whose statements take arrays of any size, one row to thousands (the workers'
+# consumers and handlers, the SMS send writer): PostgreSQL switches a prepared statement to a
+# generic plan after five runs, and a generic plan guesses the size of `unnest(:array)`; planned
+# for a handful of rows, a big run is slow. Measured: 5,000 delivery reports applied in 7.4 s
+# instead of 2.0 s; 5,000 recipients accepted in 12 s instead of 0.5 s. Custom plans cost a
+# re-plan per run, which batching makes rare. JIT pays off only for long analytic queries and
+# costs ~100 ms when it fires.
 BATCH_SERVER_SETTINGS = {"jit": "off", "plan_cache_mode": "force_custom_plan"}
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prometheus_client import start_http_server
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.contracts import all_topics
 from common.db import BATCH_SERVER_SETTINGS, create_engine, create_session_factory
@@ -35,14 +35,19 @@ class Runner(Protocol):
 ConsumerFactory = Callable[[async_sessionmaker[AsyncSession]], Sequence[Runner]]
 
 
+def worker_engine(settings: BaseServiceSettings) -> AsyncEngine:
+    """The worker's engine. Consumers combine events and handlers take whole runs of them, so its
+    statements run over arrays of any size: custom plans, no JIT (BATCH_SERVER_SETTINGS)."""
+    return create_engine(settings, server_settings=BATCH_SERVER_SETTINGS)
+
+
 async def run_worker_async(
     settings: BaseServiceSettings,
     consumers: ConsumerFactory = lambda _: [],
     stop: asyncio.Event | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
-    # Consumers combine events and handlers take whole runs of them: statements over arrays.
-    engine = create_engine(settings, server_settings=BATCH_SERVER_SETTINGS)
+    engine = worker_engine(settings)
     session_factory = create_session_factory(engine, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
