@@ -57,7 +57,7 @@ class MessagingSettings(BaseServiceSettings):
     sms_dispatch_concurrency: int = 64  # provider calls (batches) in flight, bulk lane
     sms_dispatch_lease_s: float = 30.0
     sms_dispatch_poll_s: float = 0.25  # fallback when no wake-up arrives
-    sms_provider_rate_per_s: float = 1000.0  # per provider and worker process (token bucket)
+    sms_provider_rate_per_s: float = 1000.0  # per provider, all worker processes together (Redis)
     sms_max_attempts: int = 8  # "provider unavailable" retries before the message fails
     sms_retry_base_s: float = 1.0  # backoff base, doubled per attempt
     sms_retry_max_s: float = 300.0

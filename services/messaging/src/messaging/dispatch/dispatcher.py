@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis.asyncio as aioredis
 from common.aio import wait_woken
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -397,7 +398,10 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        router = rate_limit(self.router_factory(s), s.sms_provider_rate_per_s)
+        # The provider buckets, shared by every worker process. Short timeouts and no retries:
+        # a bucket that cannot reach Redis paces in-process for a while instead of waiting.
+        redis = aioredis.from_url(s.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        router = rate_limit(self.router_factory(s), s.sms_provider_rate_per_s, redis)
         lanes = [
             Lane(s, self.sessions, router, route=STANDARD, concurrency=s.sms_dispatch_concurrency,
                  wake=self.wakes[STANDARD]),
@@ -412,4 +416,5 @@ class Dispatcher:
                     tg.create_task(lane.run(stop))
         finally:
             await router.aclose()
+            await redis.aclose()
 
