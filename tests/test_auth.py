@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import statistics
 import time
 import uuid
 
 import httpx
 import pytest
+from auth.settings import AuthSettings
+from common.sealed import unseal
 
 from tests.support import AUTH_DIRECT, LOGS, EventTap, random_ip, random_phone, superuser
 
@@ -166,8 +169,15 @@ async def send_and_read_code(auth, phone: str, purpose: str = "login") -> tuple[
         r = await auth.post("/api/v1/auth/send-otp", json={"phone": phone, "purpose": purpose})
         assert r.status_code == 202, r.text
         event = await tap.find(lambda e: e["data"]["phone"] == phone and e["data"]["purpose"] == purpose)
-    code = event["data"]["code"]
-    assert code not in r.text  # never answered by the API
+    assert event["type"] == "auth.otp.requested.v2" and "code" not in event["data"]
+    code = unseal(AuthSettings().otp_seal_keys, event["data"]["sealedCode"])  # what messaging does
+    assert code not in r.text  # never answered by the API; on the topic, only sealed
+    async with superuser() as conn:  # in the outbox table too
+        rows = await conn.fetch(
+            "SELECT envelope::text AS env FROM auth.outbox WHERE event_type = 'auth.otp.requested.v2'"
+            " AND envelope->'data'->>'challengeId' = $1", r.json()["data"]["challengeId"],
+        )
+    assert len(rows) == 1 and json.loads(rows[0]["env"])["data"] == event["data"]
     return code, r.json()["data"]
 
 

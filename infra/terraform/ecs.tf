@@ -61,6 +61,10 @@ locals {
       name == "messaging" ? [
         { name = "SB_SMS_NUMBER_CODE_PEPPER", valueFrom = aws_secretsmanager_secret.number_code_pepper.arn },
       ] : [],
+      # Auth seals OTP codes in their events, messaging opens them: the one secret both hold.
+      contains(["auth", "messaging"], name) ? [
+        { name = "SB_OTP_SEAL_KEYS", valueFrom = aws_secretsmanager_secret.otp_seal_keys.arn },
+      ] : [],
     )
   }
 }
@@ -120,6 +124,7 @@ data "aws_iam_policy_document" "execution_secrets" {
         aws_secretsmanager_secret.stripe_webhook_secret.arn,
         aws_secretsmanager_secret.otp_pepper.arn,
         aws_secretsmanager_secret.number_code_pepper.arn,
+        aws_secretsmanager_secret.otp_seal_keys.arn,
       ],
     )
   }

@@ -80,3 +80,10 @@ resource "aws_secretsmanager_secret" "number_code_pepper" {
   name        = "${local.name}/messaging/number-code-pepper"
   description = "Key for the hashes of the codes that prove a tenant owns a number (messaging refuses to start without it)"
 }
+
+# ---- OTP seal keys (auth seals, messaging opens) ------------------------------------------------
+
+resource "aws_secretsmanager_secret" "otp_seal_keys" {
+  name        = "${local.name}/otp-seal-keys"
+  description = "JSON list of Fernet keys sealing OTP codes inside auth.otp.requested events; the first seals, all open (both services refuse to start with the local key)"
+}

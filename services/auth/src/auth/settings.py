@@ -1,3 +1,4 @@
+from common.sealed import SealSettings
 from common.settings import BaseServiceSettings
 from pydantic import model_validator
 
@@ -8,7 +9,7 @@ DEFAULT_OTP_COUNTRIES = [
 ]
 
 
-class AuthSettings(BaseServiceSettings):
+class AuthSettings(BaseServiceSettings, SealSettings):
     service_name: str = "auth"
     http_port: int = 8101
     access_token_ttl_s: int = 15 * 60
@@ -43,4 +44,6 @@ class AuthSettings(BaseServiceSettings):
     def _no_placeholder_pepper(self) -> "AuthSettings":
         if self.environment == "production" and "change-me" in self.otp_pepper:
             raise ValueError("set SB_OTP_PEPPER in production")
+        if self.environment == "production":
+            self.check_production_seal()
         return self

@@ -1,3 +1,4 @@
+from common.sealed import SealSettings
 from common.settings import BaseServiceSettings
 from pydantic import model_validator
 
@@ -7,7 +8,7 @@ LOCAL_SIMULATOR_API_KEY = "sim_local_key"
 LOCAL_SIMULATOR_WEBHOOK_SECRET = "sim_local_whsec"
 
 
-class MessagingSettings(BaseServiceSettings):
+class MessagingSettings(BaseServiceSettings, SealSettings):
     service_name: str = "messaging"
     http_port: int = 8102
 
@@ -82,6 +83,7 @@ class MessagingSettings(BaseServiceSettings):
         if "gateway" in routed and not (self.sms_gateway_base_url and self.sms_gateway_api_key):
             raise ValueError("sms_routes uses the gateway, which has no base URL or API key")
         if self.environment == "production":
+            self.check_production_seal()
             if "change-me" in self.sms_number_code_pepper:
                 raise ValueError("production settings keep the placeholder sms_number_code_pepper")
             if "simulator" in routed:

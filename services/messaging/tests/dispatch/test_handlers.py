@@ -5,11 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from common.contracts import EventEnvelope
 from common.contracts.auth.v1 import OtpRequestedV1
+from common.contracts.auth.v2 import OtpRequestedV2
 from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
 from common.contracts.registry import type_of
 from common.ids import uuid7
+from common.messaging.consumer import DeadLetter
+from common.sealed import LOCAL_SEAL_KEY, seal
+from cryptography.fernet import Fernet
 from messaging.dispatch.handlers import (
     make_otp_handler,
     on_rejected_batch,
@@ -96,8 +101,8 @@ async def test_a_refused_hold_rejects_the_message_with_history_and_a_status_even
 async def test_an_otp_request_stores_one_due_unbilled_message_per_challenge():
     handler = make_otp_handler(SETTINGS)
     challenge, phone = str(uuid.uuid4()), f"+1415555{uuid.uuid4().int % 10000:04d}"
-    otp = OtpRequestedV1(challenge_id=challenge, phone=phone, code="314159", purpose="login",
-                         expires_at=(datetime.now(UTC) + timedelta(minutes=5)).isoformat())
+    otp = OtpRequestedV2(challenge_id=challenge, phone=phone, sealed_code=seal(SETTINGS.otp_seal_keys, "314159"),
+                         purpose="login", expires_at=(datetime.now(UTC) + timedelta(minutes=5)).isoformat())
     async with rollback_session(SETTINGS) as session:
         await handler(session, envelope(otp, phone))
         await handler(session, envelope(otp, phone))  # redelivered under a new envelope id
@@ -116,3 +121,23 @@ async def test_an_otp_request_stores_one_due_unbilled_message_per_challenge():
         count = await session.execute(text("SELECT count(*) FROM messages WHERE external_id = :e"),
                                       {"e": f"otp:{stale.challenge_id}"})
         assert count.scalar() == 0  # an expired code is not worth an SMS
+
+
+async def test_a_v1_otp_with_the_code_in_the_clear_is_still_sent_and_a_code_no_key_opens_is_dead():
+    """v1 events written before codes were sealed still reach the phone; a sealed code that none
+    of the worker's keys opens (tampered, or sealed under a key it lacks) goes to the DLQ."""
+    handler = make_otp_handler(SETTINGS)
+    phone = f"+1415555{uuid.uuid4().int % 10000:04d}"
+    expires = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    old = OtpRequestedV1(challenge_id=str(uuid.uuid4()), phone=phone, code="271828", purpose="login", expires_at=expires)
+    async with rollback_session(SETTINGS) as session:
+        await handler(session, envelope(old, phone))
+        body = (await session.execute(text("SELECT body FROM messages WHERE external_id = :e"),
+                                      {"e": f"otp:{old.challenge_id}"})).scalar()
+        assert body == "Your Switchboard code is 271828. It expires in 5 minutes."
+        other_key = Fernet.generate_key().decode()
+        assert other_key != LOCAL_SEAL_KEY
+        foreign = OtpRequestedV2(challenge_id=str(uuid.uuid4()), phone=phone, sealed_code=seal([other_key], "141421"),
+                                 purpose="login", expires_at=expires)
+        with pytest.raises(DeadLetter, match="opens with none"):
+            await handler(session, envelope(foreign, phone))

@@ -38,17 +38,26 @@ def test_the_webhook_url_is_the_public_one_the_signature_covers():
     assert webhook_url(settings, "gateway", "a=1") == "https://api.example.com/api/v1/webhooks/sms/gateway?a=1"
 
 
+PROD_SEAL_KEY = "q0pm4S7mT3XJfQ2y0x1w8Lr6QfH1m5oC9dY4iN2bKzE="
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"sms_routes": {"*": ["twilio"]}}, "unknown providers"),
         ({"sms_routes": {"*": ["gateway"]}}, "no base URL"),
-        ({"environment": "production", "database_url": "postgresql+asyncpg://m:s3cret@db/x"}, "placeholder sms_number_code_pepper"),
+        ({"environment": "production", "database_url": "postgresql+asyncpg://m:s3cret@db/x"}, "local otp_seal_keys"),
+        (
+            {"environment": "production", "database_url": "postgresql+asyncpg://m:s3cret@db/x",
+             "otp_seal_keys": [PROD_SEAL_KEY]},
+            "placeholder sms_number_code_pepper",
+        ),
         (
             {
                 "environment": "production",
                 "database_url": "postgresql+asyncpg://m:s3cret@db/x",
                 "sms_number_code_pepper": "9b2f0e7c1d4a",
+                "otp_seal_keys": [PROD_SEAL_KEY],
             },
             "simulator",
         ),
@@ -57,6 +66,7 @@ def test_the_webhook_url_is_the_public_one_the_signature_covers():
                 "environment": "production",
                 "database_url": "postgresql+asyncpg://m:s3cret@db/x",
                 "sms_number_code_pepper": "9b2f0e7c1d4a",
+                "otp_seal_keys": [PROD_SEAL_KEY],
                 "sms_routes": {"*": ["gateway"]},
                 "sms_gateway_base_url": "https://sms.example.com",
                 "sms_gateway_api_key": "k",

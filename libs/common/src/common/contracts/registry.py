@@ -50,6 +50,7 @@ def all_topics() -> list[str]:
 def _load_all() -> None:
     # Importing the contract modules registers them.
     import common.contracts.auth.v1  # noqa: F401
+    import common.contracts.auth.v2  # noqa: F401
     import common.contracts.billing.v1  # noqa: F401
     import common.contracts.messaging.v1  # noqa: F401
     import common.contracts.provider.v1  # noqa: F401

@@ -1,7 +1,8 @@
 """One-time codes: six digits, stored only as an HMAC, bound to phone and purpose, single use,
 five minutes, five wrong tries lock the challenge. Attempt counts live in Postgres, so losing
 Redis (which only throttles sending) never unlocks anything. The code leaves this service only
-inside `auth.otp.requested.v1` for messaging to deliver; it is never logged or answered."""
+sealed inside `auth.otp.requested.v2` (`common.sealed`, a key only auth and messaging hold) for
+messaging to deliver; it is never logged or answered."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from common.contracts.auth.v1 import OtpRequestedV1
+from common.contracts.auth.v2 import OtpRequestedV2
 from common.errors import AppError, Unauthorized, Unprocessable
 from common.messaging import emit
 from common.phones import region_of, to_e164
 from common.ratelimit import Limit, RateLimiter
+from common.sealed import seal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import OtpChallenge
@@ -66,8 +68,9 @@ async def send(
     )
     await emit(
         session,
-        OtpRequestedV1(
-            challenge_id=str(challenge_id), phone=phone, code=code, purpose=req.purpose,
+        OtpRequestedV2(
+            challenge_id=str(challenge_id), phone=phone, sealed_code=seal(settings.otp_seal_keys, code),
+            purpose=req.purpose,
             expires_at=expires.isoformat(),
         ),
         subject=phone,

@@ -3,8 +3,9 @@
 - group `messaging-billing`, `billing.credits.reserved.v1` / `rejected.v1` (reference kind
   `sms`; `order` answers are for number orders, not built yet, and are skipped): reserved makes
   the message due for dispatch; rejected ends it `rejected` (billing holds nothing).
-- group `messaging-otp`, `auth.otp.requested.v1`: one outbound message on the `otp` route for
-  the platform tenant, due at once, never billed.
+- group `messaging-otp`, `auth.otp.requested.v2` (the code sealed, `common.sealed`; v1, with the
+  code in the clear, is still taken): one outbound message on the `otp` route for the platform
+  tenant, due at once, never billed. A code no key opens goes to the DLQ.
 
 Both wake the dispatcher in this process once their transaction has committed.
 """
@@ -19,9 +20,11 @@ from typing import Any
 
 from common.contracts import EventEnvelope
 from common.contracts.auth.v1 import OtpRequestedV1
+from common.contracts.auth.v2 import OtpRequestedV2
 from common.contracts.billing.v1 import CreditsRejectedV1, CreditsReservedV1
 from common.ids import parse_uuid
-from common.messaging.consumer import EventConsumer
+from common.messaging.consumer import DeadLetter, EventConsumer
+from common.sealed import Unsealable, unseal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from messaging.dispatch import repository as repo
@@ -34,7 +37,8 @@ log = logging.getLogger("messaging.dispatch")
 
 RESERVED = "billing.credits.reserved.v1"
 REJECTED = "billing.credits.rejected.v1"
-OTP_REQUESTED = "auth.otp.requested.v1"
+OTP_REQUESTED = "auth.otp.requested.v2"
+OTP_REQUESTED_V1 = "auth.otp.requested.v1"  # no longer produced: in-flight events of before
 
 
 def _sms_ids(events: Sequence[EventEnvelope[Any]]) -> list[tuple[uuid.UUID, Any]]:
@@ -95,8 +99,18 @@ def billing_consumer(
 def make_otp_handler(settings: MessagingSettings):  # noqa: ANN201
     sender = settings.sms_otp_sender or settings.sms_default_sender
 
-    async def on_otp_requested(session: AsyncSession, event: EventEnvelope[OtpRequestedV1]) -> None:
-        otp = event.data  # carries the plaintext code: never log it
+    async def on_otp_requested(
+        session: AsyncSession, event: EventEnvelope[OtpRequestedV2] | EventEnvelope[OtpRequestedV1]
+    ) -> None:
+        otp = event.data  # the opened code must never be logged
+        if isinstance(otp, OtpRequestedV2):
+            try:
+                code = unseal(settings.otp_seal_keys, otp.sealed_code)
+            except Unsealable as exc:
+                # Tampered, or sealed under a key this worker lacks: retrying cannot help.
+                raise DeadLetter("otp: the sealed code opens with none of SB_OTP_SEAL_KEYS") from exc
+        else:
+            code = otp.code  # v1, written before codes were sealed
         now = datetime.now(UTC)
         expires_at = datetime.fromisoformat(otp.expires_at)
         if expires_at.tzinfo is None:
@@ -110,7 +124,7 @@ def make_otp_handler(settings: MessagingSettings):  # noqa: ANN201
             tenant = parse_uuid(event.tenantid) or PLATFORM_TENANT
         await queue_code_sms(
             session, tenant=tenant, sender=sender, to=otp.phone,
-            body=otp_text(settings.sms_otp_text, otp.code, expires_at, now),
+            body=otp_text(settings.sms_otp_text, code, expires_at, now),
             external_id=f"otp:{otp.challenge_id}", expires_at=expires_at, detail=f"OTP ({otp.purpose})",
         )
 
@@ -123,7 +137,8 @@ def otp_consumer(
     wake: Callable[[str], None],
     group_id: str = "messaging-otp",
 ) -> EventConsumer:
+    handler = make_otp_handler(settings)
     return EventConsumer(
-        settings, sessions, group_id, {OTP_REQUESTED: make_otp_handler(settings)},
+        settings, sessions, group_id, {OTP_REQUESTED: handler, OTP_REQUESTED_V1: handler},
         on_committed=lambda events: wake(OTP),
     )

@@ -34,7 +34,8 @@ class UserUpdatedV1(Payload):
 
 @event("auth.otp.requested.v1")
 class OtpRequestedV1(Payload):
-    """Carries the code to the SMS sender; consumers must never log it."""
+    """Carries the code to the SMS sender in the clear. No longer produced (v2 seals the code);
+    still consumed, for events written before the change. Consumers must never log it."""
 
     challenge_id: str
     phone: str
