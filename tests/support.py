@@ -42,16 +42,13 @@ def devstack(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     )
 
 
-async def superuser_conn(database: str = "switchboard"):
-    import asyncpg
-
-    return await asyncpg.connect(host=PG_SOCKET, port=PG_PORT, user="postgres", database=database)
-
-
 @asynccontextmanager
 async def superuser(database: str = "switchboard"):  # noqa: ANN201
-    """A raw asyncpg superuser connection (`superuser_conn`), closed when the block ends."""
-    conn = await superuser_conn(database)
+    """A raw asyncpg connection as the `postgres` superuser (over the stack's socket), closed
+    when the block ends."""
+    import asyncpg
+
+    conn = await asyncpg.connect(host=PG_SOCKET, port=PG_PORT, user="postgres", database=database)
     try:
         yield conn
     finally:
@@ -99,6 +96,7 @@ def sessions_fixture(settings: Callable[[], BaseServiceSettings]):  # noqa: ANN2
 
 
 AUTH_DIRECT = "http://127.0.0.1:8101"
+SIMULATOR = "http://127.0.0.1:8430"  # the SMS provider simulator (a phone's inbox: /_sim/inbox/<number>)
 
 
 def random_phone() -> str:

@@ -18,11 +18,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 
-from tests.support import new_tenant, random_phone, superuser_conn
+from tests.support import SIMULATOR, new_tenant, random_phone, superuser
 
 STATUSES = {"queued", "sent", "delivered", "failed", "rejected"}
 DEFAULT_SENDER = "+18005550100"
-SIMULATOR = "http://127.0.0.1:8430"
 
 
 def error(r: httpx.Response, status: int, code: str) -> dict:
@@ -106,13 +105,10 @@ async def test_recipients_are_contacts_or_numbers_each_sent_once_and_opted_out_o
     ann_id = r.json()["data"]["id"]
     # An opt-out row as an inbound STOP leaves it (the tenant's id is in the token).
     tid = jwt.decode(who["Authorization"].split()[1], options={"verify_signature": False})["tid"]
-    conn = await superuser_conn()
-    try:
+    async with superuser() as conn:
         await conn.execute(
             "INSERT INTO messaging.opt_outs (tenant_id, phone, keyword) VALUES ($1, $2, 'STOP')", uuid.UUID(tid), out
         )
-    finally:
-        await conn.close()
     data = await send(gateway, who, message="hi", recipients=[ann_id, out, ann, ann_id])
     assert [(m["to"], m["contactId"]) for m in data["messages"]] == [(ann, ann_id)]
     assert [(s["to"], s["reason"]) for s in data["skipped"]] == [(out, "opted_out"), (ann, "duplicate"), (ann, "duplicate")]

@@ -11,9 +11,8 @@ import time
 
 import httpx
 
-from tests.support import credits, funded_tenant, new_tenant, random_phone
+from tests.support import SIMULATOR, credits, funded_tenant, new_tenant, random_phone
 
-SIMULATOR = "http://127.0.0.1:8430"
 LONG_TEXT = ("Your Switchboard order has shipped. " * 6)[:200]  # GSM-7, 200 chars: 2 segments (153 + 47)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import text
 
 from tests.support import (
     AUTH_DIRECT,
+    SIMULATOR,
     devstack,
     funded_tenant,
     new_tenant,
@@ -35,7 +36,6 @@ from tests.support import (
     superuser,
 )
 
-SIM = "http://127.0.0.1:8430"
 SENDER = "+18005550100"
 FINAL = ("sent", "delivered")
 # The stack is shared and billing's worker may be working off someone's bulk send: generous bounds.
@@ -136,7 +136,7 @@ async def wait_holds(ids: list[uuid.UUID], status: str, timeout: float) -> dict[
 
 
 async def sim_messages(phones: set[str] | None = None, refs: set[str] | None = None) -> list[dict]:
-    async with httpx.AsyncClient(base_url=SIM, timeout=10) as sim:
+    async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as sim:
         found = (await sim.get("/_sim/messages")).json()["messages"]
     return [m for m in found if (phones is None or m["to"] in phones) and (refs is None or m["clientRef"] in refs)]
 
@@ -165,7 +165,7 @@ async def test_a_funded_tenants_messages_are_sent_into_the_inboxes_and_billing_c
         assert m["provider"] == "simulator" and m["provider_message_id"] and m["attempts"] == 1
         assert m["next_attempt_at"] is None and m["lease_until"] is None
     # Every recipient has exactly its message, sent under our message id as the client reference.
-    async with httpx.AsyncClient(base_url=SIM, timeout=10) as sim:
+    async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as sim:
         for m in rows.values():
             for _ in range(50):
                 inbox = (await sim.get(f"/_sim/inbox/{m['to_number']}")).json()
@@ -286,7 +286,7 @@ async def test_an_otp_requested_from_auth_arrives_at_the_phone_and_signs_in():
         assert r.status_code == 202, r.text
         challenge = r.json()["data"]["challengeId"]
         inbox: list[dict] = []
-        async with httpx.AsyncClient(base_url=SIM, timeout=10) as sim:
+        async with httpx.AsyncClient(base_url=SIMULATOR, timeout=10) as sim:
             for _ in range(100):
                 inbox = (await sim.get(f"/_sim/inbox/{phone}")).json()
                 if inbox:

@@ -19,9 +19,8 @@ from messaging.providers.base import webhook_signature
 from messaging.settings import MessagingSettings
 from messaging.sms import status as st
 
-from tests.support import new_tenant, random_phone, superuser
+from tests.support import SIMULATOR, new_tenant, random_phone, superuser
 
-SIMULATOR = "http://127.0.0.1:8430"
 SECRET = "sim_local_whsec"  # scripts/devstack.py
 PATH = "/api/v1/webhooks/sms/simulator"
 PUBLIC_URL = f"http://127.0.0.1:8080{PATH}"

@@ -1,10 +1,22 @@
-"""Sealed secrets in events: only the holders of a key open them, keys rotate, and production
-refuses the local key."""
+"""Short codes (kept as an HMAC) and sealed secrets in events: only the holders of a key open
+them, keys rotate, and production refuses the local key."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
-from common.sealed import LOCAL_SEAL_KEY, SealSettings, Unsealable, seal, unseal
+from common.sealed import (
+    LOCAL_SEAL_KEY,
+    SealSettings,
+    Unsealable,
+    code_hash,
+    code_matches,
+    new_code,
+    seal,
+    unseal,
+)
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
@@ -39,3 +51,15 @@ def test_settings_refuse_no_key_a_malformed_key_and_in_production_the_local_key(
     with pytest.raises(ValueError, match="SB_OTP_SEAL_KEYS"):
         SealSettings(otp_seal_keys=[Fernet.generate_key().decode(), LOCAL_SEAL_KEY]).check_production_seal()
     SealSettings(otp_seal_keys=[Fernet.generate_key().decode()]).check_production_seal()
+
+
+def test_codes_are_six_digits_and_kept_as_a_salted_peppered_hmac():
+    codes = {new_code() for _ in range(200)}
+    assert all(len(c) == 6 and c.isdigit() for c in codes) and len(codes) > 150
+    stored = code_hash("pepper", "challenge-1", "123456")
+    # The stored form of challenges already in the database: HMAC-SHA256("salt:code").
+    assert stored == hmac.new(b"pepper", b"challenge-1:123456", hashlib.sha256).hexdigest()
+    assert code_matches("pepper", "challenge-1", "123456", stored)
+    assert not code_matches("pepper", "challenge-2", "123456", stored)  # salted by the challenge
+    assert not code_matches("other", "challenge-1", "123456", stored)  # keyed by the pepper
+    assert not code_matches("pepper", "challenge-1", "123457", stored)

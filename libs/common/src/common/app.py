@@ -134,15 +134,16 @@ class ObserveMiddleware:
             request_id_var.reset(token)
 
 
-def redis_client(settings: BaseServiceSettings) -> aioredis.Redis:
+def redis_client(settings: BaseServiceSettings, *, timeout_s: float = 2.0, retries: int = 3) -> aioredis.Redis:
     """A Redis client that reconnects by itself: after a Redis restart the pooled connections
-    are stale, and the first command on each would otherwise fail."""
+    are stale, and the first command on each would otherwise fail. A caller with a fallback of
+    its own (messaging's provider buckets) asks for a short timeout and no retries."""
     return aioredis.from_url(
         settings.redis_url,
-        socket_timeout=2,
-        socket_connect_timeout=2,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 

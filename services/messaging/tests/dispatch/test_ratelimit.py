@@ -79,25 +79,15 @@ async def test_a_batch_takes_a_token_per_message_and_a_lone_send_does_not_wait_b
 # -- shared by every worker process through Redis ---------------------------------------------------
 
 
-class Sleeps:
-    """Records what a bucket would sleep, without sleeping."""
-
-    def __init__(self) -> None:
-        self.slept: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        await asyncio.sleep(0)
-
-
 async def test_two_processes_buckets_share_one_rate_in_the_order_they_ask():
     redis = aioredis.from_url(MessagingSettings().redis_url)
     key = f"sb:test:provider-rate:{uuid.uuid4()}"
     try:
         # Two workers' buckets for one provider: 1 token/s, 2 saved up (slices of 1).
-        a_sleeps, b_sleeps = Sleeps(), Sleeps()
-        a = SharedTokenBucket(redis, key, 1, burst=2, sleep=a_sleeps)
-        b = SharedTokenBucket(redis, key, 1, burst=2, sleep=b_sleeps)
+        # Their sleeps are recorded, not slept (the waits come from Redis' clock).
+        a_sleeps, b_sleeps = VirtualClock(), VirtualClock()
+        a = SharedTokenBucket(redis, key, 1, burst=2, sleep=a_sleeps.sleep)
+        b = SharedTokenBucket(redis, key, 1, burst=2, sleep=b_sleeps.sleep)
         await a.acquire(2)  # the burst: free
         assert a_sleeps.slept == []
         start = float(await redis.get(key))  # the time the bucket is empty again, on Redis' clock

@@ -94,8 +94,7 @@ async def test_a_parked_report_is_applied_when_the_provider_id_is_recorded():
     async with rollback_session(SETTINGS) as session:
         msg = await new_message(session)
         pmid = f"early-{uuid.uuid4().hex}"
-        await st.park_report(session, "simulator", pmid, st.SENT, None)
-        await st.park_report(session, "simulator", pmid, st.DELIVERED, None)
+        await st.park_reports(session, "simulator", [st.Parked(pmid, st.SENT), st.Parked(pmid, st.DELIVERED)])
         await st.apply(session, [st.Change(msg, st.SENT, provider="simulator", provider_message_id=pmid)])
         moved = await st.resolve_pending(session, [(msg, "simulator", pmid)])
         assert [m.status for m in moved] == ["delivered"]

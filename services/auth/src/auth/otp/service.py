@@ -6,9 +6,6 @@ messaging to deliver; it is never logged or answered."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +14,7 @@ from common.errors import AppError, Unauthorized, Unprocessable
 from common.messaging import emit
 from common.phones import region_of, to_e164
 from common.ratelimit import Limit, RateLimiter
-from common.sealed import seal
+from common.sealed import code_hash, code_matches, new_code, seal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import OtpChallenge
@@ -32,11 +29,6 @@ from auth.users.service import create_user_with_tenant
 
 class OtpLocked(AppError):
     status_code, code, message = 423, "OTP_LOCKED", "Too many wrong codes: request a new one"
-
-
-def code_hash(settings: AuthSettings, challenge_id: uuid.UUID, code: str) -> str:
-    message = f"{challenge_id}:{code}".encode()
-    return hmac.new(settings.otp_pepper.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _phone_for_otp(settings: AuthSettings, raw: str) -> str:
@@ -58,12 +50,12 @@ async def send(
     repo = OtpRepository(session)
     await repo.supersede_open(phone, req.purpose, now)
     challenge_id = uuid.uuid4()
-    code = f"{secrets.randbelow(1_000_000):06d}"
+    code = new_code()
     expires = now + timedelta(seconds=settings.otp_ttl_s)
     await repo.add(
         OtpChallenge(
             id=challenge_id, phone=phone, purpose=req.purpose,
-            code_hash=code_hash(settings, challenge_id, code), expires_at=expires, requested_ip=ip,
+            code_hash=code_hash(settings.otp_pepper, challenge_id, code), expires_at=expires, requested_ip=ip,
         )
     )
     await emit(
@@ -92,7 +84,7 @@ async def verify(session: AsyncSession, settings: AuthSettings, req: VerifyOtpRe
     attempts = await OtpRepository(session).claim_attempt(challenge.id, settings.otp_max_attempts, now)
     if attempts is None:
         raise OtpLocked()
-    if not hmac.compare_digest(code_hash(settings, challenge.id, req.code), challenge.code_hash):
+    if not code_matches(settings.otp_pepper, challenge.id, req.code, challenge.code_hash):
         if attempts >= settings.otp_max_attempts:
             raise OtpLocked(commit=True)
         raise Unauthorized(

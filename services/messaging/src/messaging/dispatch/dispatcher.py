@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import redis.asyncio as aioredis
 from common.aio import wait_woken
+from common.app import redis_client
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -400,7 +400,7 @@ class Dispatcher:
         s = self.settings
         # The provider buckets, shared by every worker process. Short timeouts and no retries:
         # a bucket that cannot reach Redis paces in-process for a while instead of waiting.
-        redis = aioredis.from_url(s.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        redis = redis_client(s, timeout_s=1, retries=0)
         router = rate_limit(self.router_factory(s), s.sms_provider_rate_per_s, redis)
         lanes = [
             Lane(s, self.sessions, router, route=STANDARD, concurrency=s.sms_dispatch_concurrency,

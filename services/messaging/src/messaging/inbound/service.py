@@ -194,6 +194,7 @@ async def _apply_reports(
     owners: list[uuid.UUID | None] = []  # the webhook of each change
     claimed: dict[str, uuid.UUID] = dict((pmid, mid) for pmid, mid in by_pmid.items())
     tally: dict[uuid.UUID | None, list[int]] = {}  # webhook -> [reports, moved, unchanged, parked]
+    parked: list[st.Parked] = []
     for report, webhook_id in items:
         counts = tally.setdefault(webhook_id, [0, 0, 0, 0])
         counts[0] += 1
@@ -211,7 +212,7 @@ async def _apply_reports(
         elif pmid in by_pmid:
             target, record = by_pmid[pmid], True
         else:
-            await st.park_report(session, provider, pmid, str(report.status), report.error, webhook_id)
+            parked.append(st.Parked(pmid, str(report.status), report.error, webhook_id))
             counts[3] += 1
             continue
         changes.append(
@@ -225,6 +226,7 @@ async def _apply_reports(
             )
         )
         owners.append(webhook_id)
+    await st.park_reports(session, provider, parked)
     moved = await st.apply(session, changes) if changes else []
     # Each move is credited to the first webhook whose report asked for it.
     moves = {(m.message_id, m.status) for m in moved}

@@ -17,8 +17,8 @@ from messaging.models import SmsNumber, SmsNumberClaim
 N = SmsNumber.__table__
 C = SmsNumberClaim.__table__
 
-_PAGE = text(
-    """
+# A tenant's numbers: the ones it owns and the ones it claimed and has not proved yet.
+_MINE = """
     WITH mine AS (
       SELECT number, label, created_at, 'verified' AS status, NULL::timestamptz AS expires_at
         FROM sms_numbers WHERE tenant_id = :tenant
@@ -28,9 +28,9 @@ _PAGE = text(
        WHERE c.tenant_id = :tenant
          AND NOT EXISTS (SELECT 1 FROM sms_numbers n WHERE n.number = c.number AND n.tenant_id = :tenant)
     )
-    SELECT *, count(*) OVER () AS total FROM mine ORDER BY created_at, number OFFSET :offset LIMIT :limit
-    """
-)
+"""
+_PAGE = text(_MINE + "SELECT * FROM mine ORDER BY created_at, number OFFSET :offset LIMIT :limit")
+_COUNT = text(_MINE + "SELECT count(*) FROM mine")
 
 
 class NumberRepository:
@@ -59,15 +59,9 @@ class NumberRepository:
 
     async def page(self, tenant_id: uuid.UUID, *, offset: int, limit: int) -> tuple[Sequence[Any], int]:
         """The tenant's numbers, verified and waiting for their code, oldest first."""
-        rows = (
-            await self.session.execute(_PAGE, {"tenant": tenant_id, "offset": offset, "limit": limit})
-        ).all()
-        if rows:
-            return rows, int(rows[0].total)
-        if offset == 0:
-            return [], 0
-        # Past the end: the total still counts.
-        return [], len((await self.session.execute(_PAGE, {"tenant": tenant_id, "offset": 0, "limit": None})).all())
+        total = await self.session.scalar(_COUNT, {"tenant": tenant_id})
+        rows = await self.session.execute(_PAGE, {"tenant": tenant_id, "offset": offset, "limit": limit})
+        return rows.all(), int(total or 0)
 
     async def delete(self, tenant_id: uuid.UUID, number: str) -> bool:
         """Remove the number or the tenant's claim on it; False when it had neither."""

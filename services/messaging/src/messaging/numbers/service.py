@@ -12,17 +12,15 @@ every `sms_number_code_resend_s`."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import secrets
-import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from common.auth import Principal
 from common.errors import AppError, Conflict, NotFound, RateLimited, Unprocessable
 from common.ids import uuid7
 from common.phones import to_e164
+from common.sealed import code_hash, code_matches, new_code
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messaging.dispatch.otp import PLATFORM_TENANT, otp_text, queue_code_sms
@@ -51,10 +49,6 @@ class CodeLocked(AppError):
     status_code, code, message = 423, "CODE_LOCKED", "Too many wrong codes: register the number again for a new one"
 
 
-def code_hash(settings: MessagingSettings, code_id: uuid.UUID, code: str) -> str:
-    return hmac.new(settings.sms_number_code_pepper.encode(), f"{code_id}:{code}".encode(), hashlib.sha256).hexdigest()
-
-
 async def add(session: AsyncSession, settings: MessagingSettings, principal: Principal, body: NumberCreate) -> NumberRead:
     """Claim a number and send it a code (again, when asked after the resend interval)."""
     number = to_e164(body.number)
@@ -66,11 +60,11 @@ async def add(session: AsyncSession, settings: MessagingSettings, principal: Pri
         raise NumberTaken(details={"number": number})
     now = datetime.now(UTC)
     expires_at = now + timedelta(seconds=settings.sms_number_code_ttl_s)
-    code = f"{secrets.randbelow(1_000_000):06d}"
+    code = new_code()
     code_id = uuid7()
     row = await repo.put_claim(
         principal.tenant_uuid, number, label=body.label or None, code_id=code_id,
-        code_hash=code_hash(settings, code_id, code), now=now, expires_at=expires_at,
+        code_hash=code_hash(settings.sms_number_code_pepper, code_id, code), now=now, expires_at=expires_at,
         resend_after=now - timedelta(seconds=settings.sms_number_code_resend_s),
     )
     if row is None:
@@ -85,8 +79,7 @@ async def add(session: AsyncSession, settings: MessagingSettings, principal: Pri
         to=number, body=otp_text(settings.sms_number_code_text, code, expires_at, now),
         external_id=f"number:{code_id}", expires_at=expires_at, detail="number verification code",
     )
-    return NumberRead(number=row.number, label=row.label, created_at=row.created_at, status="pending",
-                      expires_at=row.expires_at)
+    return _read(row, "pending", row.expires_at)
 
 
 async def verify(
@@ -102,14 +95,14 @@ async def verify(
         if current is None:
             owner = await repo.owner(number)
             if owner == principal.tenant_uuid:  # verified already (a retried request)
-                return await _owned(repo, principal, number)
+                return _read(await repo.owned(principal.tenant_uuid, number), "verified")
             if owner is not None:  # another tenant proved it first
                 raise NumberTaken(details={"number": number})
             raise NoCodeSent(details={"number": number})
         if current.expires_at <= now:
             raise CodeExpired(details={"number": number})
         raise CodeLocked(details={"number": number})
-    if not hmac.compare_digest(code_hash(settings, claim.code_id, code), claim.code_hash):
+    if not code_matches(settings.sms_number_code_pepper, claim.code_id, code, claim.code_hash):
         left = settings.sms_number_code_attempts - claim.attempts
         if left <= 0:
             raise CodeLocked(details={"number": number}, commit=True)
@@ -120,22 +113,19 @@ async def verify(
     if row is None:
         raise NumberTaken(details={"number": number})
     await repo.drop_claims(number)
-    return NumberRead(number=row.number, label=row.label, created_at=row.created_at, status="verified")
+    return _read(row, "verified")
 
 
-async def _owned(repo: NumberRepository, principal: Principal, number: str) -> NumberRead:
-    row = await repo.owned(principal.tenant_uuid, number)
-    return NumberRead(number=row.number, label=row.label, created_at=row.created_at, status="verified")
+def _read(row: Any, status: str, expires_at: datetime | None = None) -> NumberRead:
+    return NumberRead(number=row.number, label=row.label, created_at=row.created_at, status=status,
+                      expires_at=expires_at)
 
 
 async def list_numbers(
     session: AsyncSession, principal: Principal, *, offset: int, limit: int
 ) -> tuple[list[NumberRead], int]:
     rows, total = await NumberRepository(session).page(principal.tenant_uuid, offset=offset, limit=limit)
-    return [
-        NumberRead(number=r.number, label=r.label, created_at=r.created_at, status=r.status, expires_at=r.expires_at)
-        for r in rows
-    ], total
+    return [_read(r, r.status, r.expires_at) for r in rows], total
 
 
 async def remove(session: AsyncSession, principal: Principal, raw: str) -> str:

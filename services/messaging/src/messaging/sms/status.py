@@ -199,25 +199,33 @@ _PARK = text(
 )
 
 
-async def park_report(
-    session: AsyncSession,
-    provider: str,
-    provider_message_id: str,
-    status: str,
-    error: str | None,
-    webhook_id: uuid.UUID | None = None,
-) -> None:
-    """Keep a report whose message is not known by its provider id yet (never drop it)."""
-    await session.execute(
-        _PARK,
-        {
-            "provider": provider,
-            "pmid": provider_message_id,
-            "status": status,
-            "error": error[:500] if error else None,
-            "webhook": webhook_id,
-        },
-    )
+@dataclass(frozen=True)
+class Parked:
+    """A report whose message is not known by its provider id yet."""
+
+    provider_message_id: str
+    status: str
+    error: str | None = None
+    webhook_id: uuid.UUID | None = None
+
+
+async def park_reports(session: AsyncSession, provider: str, reports: Sequence[Parked]) -> None:
+    """Keep reports whose message is not known by its provider id yet (never drop them), in
+    their order, in one round trip."""
+    if reports:
+        await session.execute(
+            _PARK,
+            [
+                {
+                    "provider": provider,
+                    "pmid": r.provider_message_id,
+                    "status": r.status,
+                    "error": r.error[:500] if r.error else None,
+                    "webhook": r.webhook_id,
+                }
+                for r in reports
+            ],
+        )
 
 
 async def resolve_pending(
