@@ -57,6 +57,8 @@ class MessagingSettings(BaseServiceSettings, SealSettings):
     sms_dispatch_send_batch: int = 100  # messages per provider call (one batch request), bulk lane
     sms_dispatch_concurrency: int = 64  # provider calls (batches) in flight, bulk lane
     sms_dispatch_lease_s: float = 30.0
+    # Bulk lane: claimed ahead of sending, in seconds at the provider rate (dispatcher.bulk_in_flight).
+    sms_dispatch_ahead_s: float = 1.0
     sms_dispatch_poll_s: float = 0.25  # fallback when no wake-up arrives
     sms_provider_rate_per_s: float = 1000.0  # per provider, all worker processes together (Redis)
     sms_max_attempts: int = 8  # "provider unavailable" retries before the message fails

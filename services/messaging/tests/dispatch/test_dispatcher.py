@@ -21,7 +21,7 @@ import pytest
 from common.db import create_engine, create_session_factory
 from common.ids import uuid7
 from messaging.dispatch import repository as repo
-from messaging.dispatch.dispatcher import Lane
+from messaging.dispatch.dispatcher import Lane, bulk_in_flight
 from messaging.dispatch.otp import redact
 from messaging.providers.http_gateway import HttpGatewayProvider
 from messaging.providers.routing import Router
@@ -365,3 +365,15 @@ async def test_a_throttled_message_waits_at_least_as_long_as_the_provider_asked(
     [first, *_] = await run_lane(lane, retried)
     assert first.startswith("attempt 1: router: no provider took the message for US: simulator (unavailable)")
     assert first.endswith("next attempt in 1s"), first
+
+
+def test_the_bulk_lane_claims_a_second_of_sending_ahead_but_never_half_a_lease():
+    # At 1,000/s a second's worth is claimed ahead: a stalled claim leaves the bucket busy.
+    assert bulk_in_flight(MessagingSettings(sms_provider_rate_per_s=1000)) == 1000
+    # A slow provider: 400 (two claims' worth) would take 40 s, past the 30 s lease, and be
+    # claimed again by another worker; half a lease at the rate is the cap.
+    assert bulk_in_flight(MessagingSettings(sms_provider_rate_per_s=10)) == 150
+    # Never less than one provider batch, whatever the settings.
+    assert bulk_in_flight(MessagingSettings(sms_provider_rate_per_s=1, sms_dispatch_send_batch=100)) == 100
+    # A fast one: at least two claims' worth.
+    assert bulk_in_flight(MessagingSettings(sms_provider_rate_per_s=100, sms_dispatch_batch=200)) == 400
