@@ -18,6 +18,19 @@ _INSERT = text(
     "VALUES (:id, :type, :topic, :key, CAST(:env AS jsonb))"
 )
 
+# Many rows in one statement, in the list's order (the outbox id, which the relay publishes by,
+# follows it). An executemany of _INSERT is one statement per row on the server: the row's
+# parse/bind/execute, and the statement-level NOTIFY trigger, per event. Measured in a
+# 10,000-recipient bulk: 0.17 ms of PostgreSQL per event that way, in transactions that hold a
+# tenant's account row (billing's holds and captures).
+_INSERT_MANY = text(
+    "INSERT INTO outbox (event_id, event_type, topic, key, envelope) "
+    "SELECT e.id, e.type, e.topic, e.key, CAST(e.env AS jsonb) "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:topics AS text[]), "
+    "CAST(:keys AS text[]), CAST(:envs AS text[])) WITH ORDINALITY AS e(id, type, topic, key, env, ord) "
+    "ORDER BY e.ord"
+)
+
 
 def _context(session: AsyncSession, tenant_id: str | None) -> dict[str, str | None]:
     """The attributes every event of one call shares, read once per call, not once per event
@@ -81,6 +94,18 @@ async def emit_many(
     to thousands of recipients."""
     context = _context(session, tenant_id)
     envelopes = [_envelope(context, payload, subject) for payload, subject in events]
-    if envelopes:
-        await session.execute(_INSERT, [_row(e) for e in envelopes])
+    if len(envelopes) == 1:
+        await session.execute(_INSERT, _row(envelopes[0]))
+    elif envelopes:
+        rows = [_row(e) for e in envelopes]
+        await session.execute(
+            _INSERT_MANY,
+            {
+                "ids": [r["id"] for r in rows],
+                "types": [r["type"] for r in rows],
+                "topics": [r["topic"] for r in rows],
+                "keys": [r["key"] for r in rows],
+                "envs": [r["env"] for r in rows],
+            },
+        )
     return envelopes

@@ -270,8 +270,11 @@ async def settle_many(session: AsyncSession, business_keys: list[str], outcome: 
     per_account: dict[uuid.UUID, int] = {}
     for row in rows:
         per_account[row.account_id] = per_account.get(row.account_id, 0) + row.amount_minor
-    for account_id in sorted(per_account):
-        await session.execute(_LOWER_HELD, {"amount": per_account[account_id], "id": account_id})
+    # The customer accounts' rows are locked last, in account order (the held amount, lowered
+    # before the entries' trigger lowers the balance, so the available balance never dips below
+    # zero on the way), and stay locked until the commit: the tenant's holds wait for them.
+    # What needs no account lock (the transactions, their links to the holds) is written first.
+    posted: list[tuple[Any, uuid.UUID]] = []  # (settled hold, its capture's transaction)
     if outcome == "capture":
         repo = LedgerRepository(session)
         revenue: dict[str, uuid.UUID] = {}
@@ -294,19 +297,25 @@ async def settle_many(session: AsyncSession, business_keys: list[str], outcome: 
                 )
             ).scalars()
         )
-        posted = [(row, tx) for row, tx in zip(takes, tx_ids, strict=True) if tx in inserted]
+        posted = sorted(
+            ((row, tx) for row, tx in zip(takes, tx_ids, strict=True) if tx in inserted),
+            key=lambda p: p[0].account_id,
+        )
         if posted:
-            await session.execute(
-                _INSERT_ENTRIES,
-                {
-                    "txs": [tx for _, tx in posted for _ in (0, 1)],
-                    "accounts": [a for row, _ in posted for a in (row.account_id, revenue[row.kind])],
-                    "amounts": [m for row, _ in posted for m in (-row.amount_minor, row.amount_minor)],
-                },
-            )
             await session.execute(
                 _LINK_HOLDS, {"holds": [row.id for row, _ in posted], "txs": [tx for _, tx in posted]}
             )
+    for account_id in sorted(per_account):
+        await session.execute(_LOWER_HELD, {"amount": per_account[account_id], "id": account_id})
+    if posted:
+        await session.execute(
+            _INSERT_ENTRIES,
+            {
+                "txs": [tx for _, tx in posted for _ in (0, 1)],
+                "accounts": [a for row, _ in posted for a in (row.account_id, revenue[row.kind])],
+                "amounts": [m for row, _ in posted for m in (-row.amount_minor, row.amount_minor)],
+            },
+        )
     kinds = "+".join(sorted({row.kind for row in rows}))
     for account_id in sorted(per_account):
         await balance_changed(session, account_id, f"{outcome}:{kinds}")
