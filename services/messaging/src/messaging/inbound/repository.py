@@ -27,6 +27,7 @@ class OutboundRef:
     id: uuid.UUID
     provider: str | None
     provider_message_id: str | None
+    status: str = "queued"  # when it was read: it only moves forward (sms.status)
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,12 @@ class InboundRepository:
             return {}
         rows = await self.session.execute(
             text(
-                "SELECT id, provider, provider_message_id FROM messages "
+                "SELECT id, provider, provider_message_id, status FROM messages "
                 "WHERE id = ANY(CAST(:ids AS uuid[])) AND direction = 'outbound'"
             ),
             {"ids": list(set(ids))},
         )
-        return {r.id: OutboundRef(r.id, r.provider, r.provider_message_id) for r in rows}
+        return {r.id: OutboundRef(r.id, r.provider, r.provider_message_id, r.status) for r in rows}
 
     async def outbound_by_provider_ids(self, provider: str, provider_message_ids: Sequence[str]) -> dict[str, uuid.UUID]:
         if not provider_message_ids:
