@@ -5,6 +5,7 @@ from common.auth import CurrentPrincipal, require_roles
 from common.db.session import SessionDep
 from fastapi import APIRouter
 
+from auth.deps import SettingsDep
 from auth.members import service
 from auth.members.schemas import MemberInvite, MemberRead, MemberUpdate
 
@@ -19,9 +20,9 @@ async def list_members(principal: CurrentPrincipal, session: SessionDep):
 
 
 @router.post("", status_code=201, response_model=Envelope[MemberRead], dependencies=[Managers])
-async def invite_member(body: MemberInvite, principal: CurrentPrincipal, session: SessionDep):
+async def invite_member(body: MemberInvite, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep):
     """Add someone by email; a new person gets a set-your-password link."""
-    return ok(await service.invite(session, principal, body))
+    return ok(await service.invite(session, settings, principal, body))
 
 
 @router.patch("/{user_id}", response_model=Envelope[MemberRead], dependencies=[Managers])

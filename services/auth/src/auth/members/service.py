@@ -17,6 +17,7 @@ from auth.members.repository import MemberRepository
 from auth.members.schemas import MemberInvite, MemberRead, MemberUpdate
 from auth.models import Membership, User
 from auth.resets.service import send_reset_link
+from auth.settings import AuthSettings
 from auth.users.repository import UserRepository
 
 INVITE_TTL = timedelta(days=3)
@@ -38,7 +39,7 @@ async def list_members(session: AsyncSession, actor: Principal) -> list[MemberRe
     return [_read(u, m) for u, m in await MemberRepository(session).list(uuid.UUID(actor.tenant_id))]
 
 
-async def invite(session: AsyncSession, actor: Principal, req: MemberInvite) -> MemberRead:
+async def invite(session: AsyncSession, settings: AuthSettings, actor: Principal, req: MemberInvite) -> MemberRead:
     _may_manage(actor, req.role, req.role)
     tenant_id = uuid.UUID(actor.tenant_id)
     users = UserRepository(session)
@@ -62,7 +63,9 @@ async def invite(session: AsyncSession, actor: Principal, req: MemberInvite) -> 
             subject=str(user.id), tenant_id=actor.tenant_id,
         )
         # The invitation is a set-your-password link, delivered like a password reset.
-        await send_reset_link(session, user.id, email, INVITE_TTL, tenant_id=actor.tenant_id)
+        await send_reset_link(
+            session, settings, user.id, email, INVITE_TTL, purpose="invitation", tenant_id=actor.tenant_id
+        )
     else:
         if await users.membership(user.id, tenant_id) is not None:
             raise Conflict("Already a member", code="ALREADY_MEMBER")

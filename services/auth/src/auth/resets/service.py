@@ -3,11 +3,13 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
-from common.contracts.auth.v1 import PasswordResetRequestedV1
+from common.contracts.auth.v2 import PasswordResetRequestedV2
 from common.errors import BadRequest
 from common.messaging import emit
 from common.ratelimit import Limit, RateLimiter
+from common.sealed import seal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import PasswordReset
@@ -28,20 +30,33 @@ async def request_reset(
     user = await UserRepository(session).by_email(email)
     if user is None:
         return
-    await send_reset_link(session, user.id, email, timedelta(seconds=settings.password_reset_ttl_s))
+    await send_reset_link(
+        session, settings, user.id, email, timedelta(seconds=settings.password_reset_ttl_s), purpose="password_reset"
+    )
 
 
 async def send_reset_link(
-    session: AsyncSession, user_id: uuid.UUID, email: str, ttl: timedelta, *, tenant_id: str | None = None
+    session: AsyncSession,
+    settings: AuthSettings,
+    user_id: uuid.UUID,
+    email: str,
+    ttl: timedelta,
+    *,
+    purpose: Literal["password_reset", "invitation"],
+    tenant_id: str | None = None,
 ) -> None:
     """A single-use set-your-password link (a reset, or an invitation): only the token's SHA-256
-    is stored; the token itself leaves in the event, for messaging to deliver."""
+    is stored; the token itself leaves sealed in `auth.password_reset.requested.v2`, for whoever
+    delivers the email (it holds the seal keys) to open."""
     token = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl
     await ResetRepository(session).add(PasswordReset(user_id=user_id, token_hash=token_hash(token), expires_at=expires))
     await emit(
         session,
-        PasswordResetRequestedV1(user_id=str(user_id), email=email, token=token, expires_at=expires.isoformat()),
+        PasswordResetRequestedV2(
+            user_id=str(user_id), email=email, sealed_token=seal(settings.otp_seal_keys, token),
+            purpose=purpose, expires_at=expires.isoformat(),
+        ),
         subject=str(user_id),
         tenant_id=tenant_id,
     )

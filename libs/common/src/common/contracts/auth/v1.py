@@ -46,6 +46,8 @@ class OtpRequestedV1(Payload):
 
 @event("auth.password_reset.requested.v1")
 class PasswordResetRequestedV1(Payload):
+    """Carried the link's token in the clear. No longer produced (v2 seals it)."""
+
     user_id: str
     email: str
     token: str

@@ -19,3 +19,18 @@ class OtpRequestedV2(Payload):
     sealed_code: str
     purpose: Literal["login", "verify_phone"]
     expires_at: str
+
+
+@event("auth.password_reset.requested.v2")
+class PasswordResetRequestedV2(Payload):
+    """A single-use set-your-password link for `email`: a reset the user asked for, or an
+    invitation to a tenant (`purpose`). The link's token is sealed (`common.sealed`, the same
+    keys as OTP codes: whoever delivers the email holds them): with it, anyone who reads the
+    topic or the outbox could set the account's password. v1 carried it plainly (still in the
+    registry for events written before; no longer produced). Consumers must never log it."""
+
+    user_id: str
+    email: str
+    sealed_token: str
+    purpose: Literal["password_reset", "invitation"]
+    expires_at: str
