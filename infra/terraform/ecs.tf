@@ -28,12 +28,18 @@ locals {
     SB_JWKS_URL        = "http://auth:8101/.well-known/jwks.json"
   }
 
+  # Messaging sends through the HTTP SMS gateway (and needs its URL, key and webhook secrets).
+  sms_gateway_routed = contains(flatten(values(var.sms_routes)), "gateway")
+
   # Settings only some services read. The names follow the SB_ prefix convention of
   # common.settings; the services must define matching fields.
   extra_environment = {
     media = { SB_MEDIA_BUCKET = aws_s3_bucket.media.bucket }
     # The SMS providers a deployment routes to (the local simulator is refused in production).
-    messaging = { SB_SMS_ROUTES = jsonencode(var.sms_routes) }
+    messaging = merge(
+      { SB_SMS_ROUTES = jsonencode(var.sms_routes) },
+      local.sms_gateway_routed ? { SB_SMS_GATEWAY_BASE_URL = var.sms_gateway_base_url } : {},
+    )
   }
 
   service_environment = {
@@ -60,6 +66,13 @@ locals {
       ] : [],
       name == "messaging" ? [
         { name = "SB_SMS_NUMBER_CODE_PEPPER", valueFrom = aws_secretsmanager_secret.number_code_pepper.arn },
+      ] : [],
+      # Only when SMS go through the HTTP gateway: ECS cannot start a task whose secret has no
+      # value yet, and these are filled by hand.
+      name == "messaging" && local.sms_gateway_routed ? [
+        { name = "SB_SMS_GATEWAY_API_KEY", valueFrom = aws_secretsmanager_secret.sms_gateway_api_key[0].arn },
+        # A JSON list of webhook signing secrets, e.g. ["new","old"] during rotation.
+        { name = "SB_SMS_GATEWAY_WEBHOOK_SECRETS", valueFrom = aws_secretsmanager_secret.sms_gateway_webhook_secrets[0].arn },
       ] : [],
       # Auth seals OTP codes in their events, messaging opens them: the one secret both hold.
       contains(["auth", "messaging"], name) ? [
@@ -126,6 +139,8 @@ data "aws_iam_policy_document" "execution_secrets" {
         aws_secretsmanager_secret.number_code_pepper.arn,
         aws_secretsmanager_secret.otp_seal_keys.arn,
       ],
+      [for s in aws_secretsmanager_secret.sms_gateway_api_key : s.arn],
+      [for s in aws_secretsmanager_secret.sms_gateway_webhook_secrets : s.arn],
     )
   }
 }

@@ -65,3 +65,18 @@ output "stripe_secret_arns" {
     webhook_secret = aws_secretsmanager_secret.stripe_webhook_secret.arn
   }
 }
+
+output "secrets_to_fill" {
+  description = "Every secret created empty, to fill by hand (aws secretsmanager put-secret-value) before the services that read it can start: name => ARN."
+  value = merge(
+    {
+      stripe_secret_key     = aws_secretsmanager_secret.stripe_secret_key.arn
+      stripe_webhook_secret = aws_secretsmanager_secret.stripe_webhook_secret.arn
+      otp_pepper            = aws_secretsmanager_secret.otp_pepper.arn
+      number_code_pepper    = aws_secretsmanager_secret.number_code_pepper.arn
+      otp_seal_keys         = aws_secretsmanager_secret.otp_seal_keys.arn
+    },
+    { for s in aws_secretsmanager_secret.sms_gateway_api_key : "sms_gateway_api_key" => s.arn },
+    { for s in aws_secretsmanager_secret.sms_gateway_webhook_secrets : "sms_gateway_webhook_secrets" => s.arn },
+  )
+}

@@ -87,3 +87,19 @@ resource "aws_secretsmanager_secret" "otp_seal_keys" {
   name        = "${local.name}/otp-seal-keys"
   description = "JSON list of Fernet keys sealing OTP codes inside auth.otp.requested events; the first seals, all open (both services refuse to start with the local key)"
 }
+
+# ---- HTTP SMS gateway (messaging), only when sms_routes names "gateway" -------------------------
+
+resource "aws_secretsmanager_secret" "sms_gateway_api_key" {
+  count = local.sms_gateway_routed ? 1 : 0
+
+  name        = "${local.name}/messaging/sms-gateway-api-key"
+  description = "API key of the HTTP SMS gateway (set the value with aws secretsmanager put-secret-value)"
+}
+
+resource "aws_secretsmanager_secret" "sms_gateway_webhook_secrets" {
+  count = local.sms_gateway_routed ? 1 : 0
+
+  name        = "${local.name}/messaging/sms-gateway-webhook-secrets"
+  description = "JSON list of the gateway's delivery-report signing secrets, newest first (messaging refuses to start without one)"
+}

@@ -157,4 +157,21 @@ variable "sms_routes" {
   description = "SMS provider routing by destination country, e.g. { \"*\" = [\"gateway\", \"sns\"] } (messaging SB_SMS_ROUTES)"
   type        = map(list(string))
   default     = { "*" = ["sns"] }
+
+  validation {
+    # What messaging accepts in production (MessagingSettings): the simulator is refused.
+    condition     = alltrue([for name in flatten(values(var.sms_routes)) : contains(["gateway", "sns"], name)])
+    error_message = "sms_routes may name only \"gateway\" and \"sns\" in a deployment."
+  }
+}
+
+variable "sms_gateway_base_url" {
+  description = "Base URL of the HTTP SMS gateway (messaging SB_SMS_GATEWAY_BASE_URL); needed when sms_routes names \"gateway\". Its API key and webhook secrets are secrets (secrets.tf)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.sms_gateway_base_url == "" || startswith(var.sms_gateway_base_url, "https://")
+    error_message = "sms_gateway_base_url must be an https:// URL."
+  }
 }
