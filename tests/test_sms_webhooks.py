@@ -164,8 +164,15 @@ async def test_a_report_delivered_three_times_changes_the_history_once(gateway):
         "reports: 1 (1 moved, 0 unchanged, 0 parked)"
     ]
     assert await history(msg) == ["queued", "delivered"]
-    [row] = await fetch("SELECT provider, provider_message_id FROM messaging.messages WHERE id = $1", msg)
-    assert tuple(row) == ("simulator", p)
+    [row] = await fetch("SELECT provider, provider_message_id, updated_at FROM messaging.messages WHERE id = $1", msg)
+    assert tuple(row)[:2] == ("simulator", p)
+    # Once more, and a late `sent`: not even the row is written again.
+    for late in (report, {**report, "status": "sent"}):
+        r = await post_signed(gateway, late)
+        assert await processed(r.json()["data"]["webhookId"]) == "reports: 1 (0 moved, 1 unchanged, 0 parked)"
+    [again] = await fetch("SELECT updated_at FROM messaging.messages WHERE id = $1", msg)
+    assert again["updated_at"] == row["updated_at"]
+    assert await history(msg) == ["queued", "delivered"]
 
 
 async def test_a_report_before_the_provider_id_is_parked_then_applied_when_the_dispatcher_records_it(gateway):
