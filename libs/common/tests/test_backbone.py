@@ -376,6 +376,59 @@ async def test_a_relay_idle_between_events_marks_them_when_it_claims_them(
     assert sorted(json.loads(r.value)["data"]["seq"] for r in records) == list(range(6))
 
 
+class HeldPurge(OutboxRelay):
+    """The real relay, its purge held open until the test lets it finish."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.purging, self.finish = asyncio.Event(), asyncio.Event()
+
+    async def _purge(self) -> None:
+        self.purging.set()
+        await self.finish.wait()
+
+
+async def test_the_relay_keeps_publishing_while_its_purge_runs(bb_settings, bb_sessions, contract):
+    """A purge working off a backlog takes seconds; run inline, it held every event back."""
+    relay = HeldPurge(bb_settings, bb_sessions)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.wait_for(relay.purging.wait(), 20)
+        await emit_items(bb_sessions, contract, range(5))
+        records = await read_topic(bb_settings, topic_for(contract.type), 5)
+        assert not relay.finish.is_set()  # published while the purge was still under way
+        assert sorted(json.loads(r.value)["data"]["seq"] for r in records) == list(range(5))
+    finally:
+        relay.finish.set()
+        stop.set()
+        await task
+
+
+async def test_the_purge_deletes_published_events_past_their_keep_and_nothing_else(
+    bb_settings, bb_sessions, contract
+):
+    await emit_items(bb_sessions, contract, range(6))
+    topic = topic_for(contract.type)
+    seq = "(envelope->'data'->>'seq')::int"
+    async with bb_sessions() as session, session.begin():
+        # 0-1 published two days ago, 2-3 just now, 4-5 not yet.
+        await session.execute(
+            text(f"UPDATE outbox SET published_at = now() - interval '2 days' WHERE topic = :t AND {seq} < 2"),
+            {"t": topic},
+        )
+        await session.execute(
+            text(f"UPDATE outbox SET published_at = now() WHERE topic = :t AND {seq} IN (2, 3)"), {"t": topic}
+        )
+    await OutboxRelay(bb_settings, bb_sessions, keep_published_s=36 * 3600)._purge()
+    async with bb_sessions() as session:
+        left = (await session.execute(text(f"SELECT {seq} FROM outbox WHERE topic = :t"), {"t": topic})).scalars()
+        assert sorted(left) == [2, 3, 4, 5]
+        # The unpublished ones out of the way of later tests.
+        await session.execute(text("DELETE FROM outbox WHERE topic = :t"), {"t": topic})
+        await session.commit()
+
+
 async def test_two_relays_on_one_outbox_never_publish_a_row_twice(
     bb_settings, bb_sessions, contract
 ):
