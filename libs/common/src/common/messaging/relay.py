@@ -270,8 +270,8 @@ class OutboxRelay:
     async def _purge_loop(self, stop: asyncio.Event) -> None:
         """A purge at start, then every PURGE_EVERY_S, beside the publishing loop: a purge
         working off a backlog takes seconds (5,000 rows took 2-3.5 s with a bulk send under
-        way), and run inline it held every event back meanwhile; the webhooks of a bulk send
-        waited 7 s for their events, and the send for its delivery reports."""
+        way), and run inline it held every event back meanwhile (a bulk send's deliveries stood
+        still 7 s in one bench run, most likely for that)."""
         while not stop.is_set():
             await self._purge()
             await wait_woken(stop, None, PURGE_EVERY_S)
