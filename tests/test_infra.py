@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import secrets
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import hcl2
 import pytest
+import yaml
 from auth.settings import AuthSettings
 from billing.settings import BillingSettings
 from chat.settings import ChatSettings
@@ -126,12 +128,15 @@ def value_for(service: str, name: str, source: str, *, gateway: bool) -> str:
     return secrets.token_urlsafe(32)
 
 
-def deployed(monkeypatch: pytest.MonkeyPatch, service: str, *, gateway: bool = False, drop: str = "") -> Any:
-    import os
-
+def without_sb_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of the test process's own SB_ settings leaks into the settings built."""
     for key in list(os.environ):
         if key.startswith("SB_"):
             monkeypatch.delenv(key)
+
+
+def deployed(monkeypatch: pytest.MonkeyPatch, service: str, *, gateway: bool = False, drop: str = "") -> Any:
+    without_sb_environment(monkeypatch)
     for name, source in task_names(service, gateway=gateway).items():
         if name != drop:
             monkeypatch.setenv(name, value_for(service, name, source, gateway=gateway))
@@ -207,10 +212,6 @@ def test_secrets_are_readable_by_the_tasks_and_listed_to_fill():
 def test_the_compose_file_gives_each_service_only_settings_it_reads(monkeypatch):
     """The same check for docker-compose.yml (SB_ENVIRONMENT local there): every SB_ name a
     container gets is one of its service's settings, and the settings start on them."""
-    import os
-
-    import yaml
-
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     checked = set()
     for name, spec in compose.items():
@@ -221,9 +222,7 @@ def test_the_compose_file_gives_each_service_only_settings_it_reads(monkeypatch)
         names = {k: str(v) for k, v in env.items() if k.startswith("SB_")}
         unknown = sorted(n for n in names if field(n) not in SETTINGS[service].model_fields)
         assert unknown == [], f"{name} ignores {unknown}"
-        for key in list(os.environ):
-            if key.startswith("SB_"):
-                monkeypatch.delenv(key)
+        without_sb_environment(monkeypatch)
         for key, value in names.items():
             # As compose interpolates it with nothing set in the shell: `${X:-default}` is the default.
             value = re.sub(r"\$\{\w+:-([^}]*)\}", lambda m: m.group(1), value)

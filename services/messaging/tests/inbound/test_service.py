@@ -27,6 +27,16 @@ SIM = HttpGatewayProvider("simulator", base_url="http://127.0.0.1:1", api_key="k
 PROVIDERS = {"simulator": SIM}
 
 
+async def apply_reports(session, provider: str, reports) -> str:  # noqa: ANN001
+    """The reports of one webhook through the worker's batch path: its outcome phrase."""
+    return (await service.apply_reports(session, provider, [(r, None) for r in reports]))[None]
+
+
+async def process_webhook(session, providers, webhook_id: uuid.UUID) -> str | None:  # noqa: ANN001
+    """One stored webhook through the worker's batch path: its outcome."""
+    return (await service.process_webhooks(session, providers, [webhook_id]))[webhook_id]
+
+
 async def outbound(session, *, provider: str | None = None, pmid: str | None = None) -> uuid.UUID:
     tenant, conv, msg = uuid.uuid4(), uuid7(), uuid7()
     await session.execute(
@@ -77,7 +87,7 @@ def pmid() -> str:
 async def test_reports_by_client_ref_move_the_status_and_record_the_provider_id():
     async with rollback_session(SETTINGS) as session:
         msg, p = await outbound(session), pmid()
-        outcome = await service.apply_reports(
+        outcome = await apply_reports(
             session, "simulator", [report(p, "sent", msg), report(p, "delivered", msg)]
         )
         assert outcome == "reports: 2 (2 moved, 0 unchanged, 0 parked)"
@@ -93,7 +103,7 @@ async def test_a_duplicate_report_changes_nothing():
         p = pmid()
         msg = await outbound(session, provider="simulator", pmid=p)
         for _ in range(3):
-            await service.apply_reports(session, "simulator", [report(p, "delivered")])
+            await apply_reports(session, "simulator", [report(p, "delivered")])
         assert [s for s, _ in await history(session, msg)] == ["queued", "delivered"]
         events = await session.execute(text("SELECT count(*) FROM outbox WHERE key = :k"), {"k": str(msg)})
         assert events.scalar() == 1
@@ -102,7 +112,7 @@ async def test_a_duplicate_report_changes_nothing():
 async def test_a_failed_report_keeps_the_error():
     async with rollback_session(SETTINGS) as session:
         msg, p = await outbound(session), pmid()
-        await service.apply_reports(session, "simulator", [report(p, "failed", msg, "UNDELIVERABLE")])
+        await apply_reports(session, "simulator", [report(p, "failed", msg, "UNDELIVERABLE")])
         row = await message(session, msg)
         assert (row.status, row.error) == ("failed", "UNDELIVERABLE")
 
@@ -115,7 +125,7 @@ async def test_a_client_ref_that_is_no_outbound_message_falls_back_to_the_provid
             session, tenant_id=uuid.uuid4(), from_number=random_phone(), to_number=SENDER, text="hi",
             provider="simulator", provider_message_id=pmid(),
         )
-        outcome = await service.apply_reports(
+        outcome = await apply_reports(
             session,
             "simulator",
             [
@@ -133,7 +143,7 @@ async def test_a_client_ref_that_is_no_outbound_message_falls_back_to_the_provid
 async def test_a_parked_report_is_applied_when_the_dispatcher_records_the_provider_id():
     async with rollback_session(SETTINGS) as session:
         msg, p = await outbound(session), pmid()
-        await service.apply_reports(session, "simulator", [report(p, "sent"), report(p, "delivered")])
+        await apply_reports(session, "simulator", [report(p, "sent"), report(p, "delivered")])
         assert await parked(session, p) == ["sent", "delivered"]
         assert (await message(session, msg)).status == "queued"
         # The dispatcher stores the provider id and resolves what waited for it.
@@ -148,7 +158,7 @@ async def test_a_client_ref_report_does_not_overwrite_the_provider_id_the_dispat
         recorded, other = pmid(), pmid()
         msg = await outbound(session, provider="sns", pmid=recorded)  # failed over after a maybe-sent
         taken = await outbound(session, provider="simulator", pmid=other)
-        await service.apply_reports(session, "simulator", [report(other, "delivered", msg)])
+        await apply_reports(session, "simulator", [report(other, "delivered", msg)])
         row = await message(session, msg)
         assert (row.status, row.provider, row.provider_message_id) == ("delivered", "sns", recorded)
         assert (await message(session, taken)).status == "queued"  # the id it named is not its message
@@ -159,7 +169,7 @@ async def test_a_thousand_reports_apply_in_one_call():
         msgs = [await outbound(session) for _ in range(1000)]
         reports = [report(f"bulk-{i}", "sent", m) for i, m in enumerate(msgs)]
         reports += [report(f"bulk-{i}", "delivered", m) for i, m in enumerate(msgs)]
-        assert await service.apply_reports(session, "simulator", reports) == "reports: 2000 (2000 moved, 0 unchanged, 0 parked)"
+        assert await apply_reports(session, "simulator", reports) == "reports: 2000 (2000 moved, 0 unchanged, 0 parked)"
         count = await session.execute(
             text("SELECT count(*) FROM messages WHERE id = ANY(:ids) AND status = 'delivered'"), {"ids": msgs}
         )
@@ -295,8 +305,8 @@ async def test_a_stored_webhook_is_processed_once():
     async with rollback_session(SETTINGS) as session:
         msg, p = await outbound(session), pmid()
         webhook = await stored(session, json.dumps({"id": p, "clientRef": str(msg), "status": "delivered"}).encode())
-        assert await service.process_webhook(session, PROVIDERS, webhook) == "reports: 1 (1 moved, 0 unchanged, 0 parked)"
-        assert await service.process_webhook(session, PROVIDERS, webhook) is None
+        assert await process_webhook(session, PROVIDERS, webhook) == "reports: 1 (1 moved, 0 unchanged, 0 parked)"
+        assert await process_webhook(session, PROVIDERS, webhook) is None
         row = (await session.execute(text("SELECT * FROM provider_webhooks WHERE id = :w"), {"w": webhook})).one()
         assert row.processed_at is not None and row.headers["content-type"] == "application/json"
 
@@ -316,7 +326,7 @@ async def test_a_run_of_webhooks_is_applied_together_in_order_each_with_its_own_
         ]).encode())
         unreadable = await stored(session, b"not json")
         done = await stored(session, json.dumps({"id": pmid(), "status": "sent"}).encode())
-        await service.process_webhook(session, PROVIDERS, done)
+        await process_webhook(session, PROVIDERS, done)
         elsewhere = await stored(session, json.dumps({"id": pmid(), "status": "sent"}).encode())
         await session.execute(text("UPDATE provider_webhooks SET provider = 'gone' WHERE id = :w"), {"w": elsewhere})
         missing = uuid7()
@@ -359,7 +369,7 @@ async def test_a_run_of_webhooks_is_applied_together_in_order_each_with_its_own_
 async def test_an_unreadable_signed_webhook_is_kept_with_its_reason(body):
     async with rollback_session(SETTINGS) as session:
         webhook = await stored(session, body)
-        outcome = await service.process_webhook(session, PROVIDERS, webhook)
+        outcome = await process_webhook(session, PROVIDERS, webhook)
         assert outcome.startswith("invalid: ")
         row = (await session.execute(text("SELECT body, outcome, processed_at FROM provider_webhooks WHERE id = :w"),
                                      {"w": webhook})).one()

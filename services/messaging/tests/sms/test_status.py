@@ -105,3 +105,18 @@ async def test_a_parked_report_is_applied_when_the_provider_id_is_recorded():
         assert left.scalar() == 0
         # Nothing parked for it any more: resolving again changes nothing.
         assert await st.resolve_pending(session, [(msg, "simulator", pmid)]) == []
+
+
+async def test_moves_says_what_apply_does_for_every_pair_of_statuses():
+    """The webhook path skips reports `moves` calls no-ops without running `apply`: the two
+    must agree on every (current, new) pair."""
+    reach = {st.QUEUED: [], st.SENT: [st.SENT], st.DELIVERED: [st.DELIVERED],
+             st.FAILED: [st.FAILED], st.REJECTED: [st.REJECTED]}
+    async with rollback_session(SETTINGS) as session:
+        for current, path in reach.items():
+            for new in (st.SENT, st.DELIVERED, st.FAILED, st.REJECTED):
+                msg = await new_message(session)
+                for status in path:
+                    await st.apply(session, [st.Change(msg, status)])
+                moved = await st.apply(session, [st.Change(msg, new)])
+                assert bool(moved) == st.moves(current, new), (current, new)

@@ -26,9 +26,9 @@ _INSERT = text(
 _INSERT_MANY = text(
     "INSERT INTO outbox (event_id, event_type, topic, key, envelope) "
     "SELECT e.id, e.type, e.topic, e.key, CAST(e.env AS jsonb) "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:topics AS text[]), "
-    "CAST(:keys AS text[]), CAST(:envs AS text[])) WITH ORDINALITY AS e(id, type, topic, key, env, ord) "
-    "ORDER BY e.ord"
+    "FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:event_topics AS text[]), "
+    "CAST(:event_keys AS text[]), CAST(:event_envs AS text[])) "
+    "WITH ORDINALITY AS e(id, type, topic, key, env, ord) ORDER BY e.ord"
 )
 
 
@@ -57,6 +57,19 @@ def _row(envelope: EventEnvelope) -> dict:
     }
 
 
+def outbox_columns(rows: list[dict]) -> dict[str, list]:
+    """`rows` (outbox_rows) as the arrays an `unnest` insert takes: `event_ids`, `event_types`,
+    `event_topics`, `event_keys`, `event_envs` (the envelope JSON, to be cast to jsonb), in the
+    rows' order."""
+    return {
+        "event_ids": [r["id"] for r in rows],
+        "event_types": [r["type"] for r in rows],
+        "event_topics": [r["topic"] for r in rows],
+        "event_keys": [r["key"] for r in rows],
+        "event_envs": [r["env"] for r in rows],
+    }
+
+
 def outbox_rows(
     session: AsyncSession,
     events: list[tuple[BaseModel, str]],
@@ -66,7 +79,8 @@ def outbox_rows(
     """The outbox rows `emit_many` would insert for `events` (payload, subject), for a caller
     that inserts them in its own statement (a data-modifying CTE next to the state change).
     Each row: `id` (event_id), `type` (event_type), `topic`, `key`, `env` (the envelope JSON,
-    to be cast to jsonb). Insert them in the list's order, in the caller's transaction."""
+    to be cast to jsonb); `outbox_columns` turns them into arrays. Insert them in the list's
+    order, in the caller's transaction."""
     context = _context(session, tenant_id)
     return [_row(_envelope(context, payload, subject)) for payload, subject in events]
 
@@ -94,18 +108,6 @@ async def emit_many(
     to thousands of recipients."""
     context = _context(session, tenant_id)
     envelopes = [_envelope(context, payload, subject) for payload, subject in events]
-    if len(envelopes) == 1:
-        await session.execute(_INSERT, _row(envelopes[0]))
-    elif envelopes:
-        rows = [_row(e) for e in envelopes]
-        await session.execute(
-            _INSERT_MANY,
-            {
-                "ids": [r["id"] for r in rows],
-                "types": [r["type"] for r in rows],
-                "topics": [r["topic"] for r in rows],
-                "keys": [r["key"] for r in rows],
-                "envs": [r["env"] for r in rows],
-            },
-        )
+    if envelopes:
+        await session.execute(_INSERT_MANY, outbox_columns([_row(e) for e in envelopes]))
     return envelopes

@@ -42,7 +42,7 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = self.burst
         self._at = clock()
-        self._slice = max(1, int(self.burst // 10))
+        self.slice = max(1, int(self.burst // 10))  # tokens taken at a time, in arrival order
         self._lock = asyncio.Lock()
 
     async def acquire(self, n: int = 1) -> None:
@@ -51,7 +51,7 @@ class TokenBucket:
         not behind whole batches; more than is saved up is taken on credit, waiting until the
         bucket is back at zero (so a batch bigger than `burst` still goes, at the rate)."""
         while n > 0:
-            take = min(n, self._slice)
+            take = min(n, self.slice)
             n -= take
             async with self._lock:
                 now = self._clock()
@@ -113,7 +113,6 @@ class SharedTokenBucket:
         self.rate, self.burst = self.local.rate, self.local.burst
         self.key = key
         self.provider = provider or key
-        self._slice = max(1, int(self.burst // 10))
         self._reserve = redis.register_script(_RESERVE)
         self._sleep = sleep
         self._clock = clock
@@ -121,7 +120,7 @@ class SharedTokenBucket:
 
     async def acquire(self, n: int = 1) -> None:
         while n > 0:
-            take = min(n, self._slice)
+            take = min(n, self.local.slice)
             n -= take
             if self._clock() < self._local_until:
                 BUCKET_FALLBACKS.labels(self.provider).inc(take)

@@ -27,7 +27,7 @@ class OutboundRef:
     id: uuid.UUID
     provider: str | None
     provider_message_id: str | None
-    status: str = "queued"  # when it was read: it only moves forward (sms.status)
+    status: str  # when it was read: it only moves forward (sms.status)
 
 
 @dataclass(frozen=True)

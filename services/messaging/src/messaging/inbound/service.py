@@ -104,14 +104,6 @@ async def store_webhook(
 # -- worker side: apply a stored webhook -----------------------------------------------------------
 
 
-async def process_webhook(
-    session: AsyncSession, providers: Mapping[str, SmsProvider], webhook_id: uuid.UUID
-) -> str | None:
-    """Apply a stored webhook once (its row is locked; a processed one is skipped) and record the
-    outcome on it. Returns the outcome, None when there was nothing to do."""
-    return (await process_webhooks(session, providers, [webhook_id]))[webhook_id]
-
-
 async def process_webhooks(
     session: AsyncSession, providers: Mapping[str, SmsProvider], webhook_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, str | None]:
@@ -158,7 +150,7 @@ async def process_webhooks(
         if received:
             inbound.append((webhook_id, webhook.provider, received))
     for provider_name, items in reports.items():
-        for webhook_id, phrase in (await _apply_reports(session, provider_name, items)).items():
+        for webhook_id, phrase in (await apply_reports(session, provider_name, items)).items():
             parts[webhook_id].append(phrase)
     for webhook_id, provider_name, received in inbound:
         parts[webhook_id].extend(await receive_from_provider(session, provider_name, received))
@@ -173,19 +165,12 @@ async def process_webhooks(
 
 
 async def apply_reports(
-    session: AsyncSession, provider: str, reports: Sequence[DeliveryReport], webhook_id: uuid.UUID | None = None
-) -> str:
-    """Move the statuses the reports name, in one `status.apply`; park the ones whose message is
-    not known yet. The message is the outbound one named by `clientRef` (our id), else the one
-    with this provider's id; a `clientRef` that is not one of our outbound ids is ignored."""
-    return (await _apply_reports(session, provider, [(r, webhook_id) for r in reports]))[webhook_id]
-
-
-async def _apply_reports(
     session: AsyncSession, provider: str, items: Sequence[tuple[DeliveryReport, uuid.UUID | None]]
 ) -> dict[uuid.UUID | None, str]:
-    """`apply_reports` for the reports of several webhooks (each with its webhook's id): one
-    lookup and one `status.apply` for all; the outcome phrase per webhook."""
+    """Move the statuses the reports name (each with its webhook's id), in one `status.apply`;
+    park the ones whose message is not known yet. The message is the outbound one named by
+    `clientRef` (our id), else the one with this provider's id; a `clientRef` that is not one of
+    our outbound ids is ignored. The outcome phrase per webhook."""
     repo = InboundRepository(session)
     refs = {r.client_ref: ref for r, _ in items if (ref := parse_uuid(r.client_ref)) is not None}
     by_ref = await repo.outbound_by_ids(list(refs.values()))
@@ -210,7 +195,7 @@ async def _apply_reports(
             record = message.provider_message_id is None and claimed.get(pmid, target) == target
             if record:
                 claimed[pmid] = target
-            elif st.RANK.get(str(report.status), 99) <= st.RANK.get(message.status, 0):
+            elif not st.moves(message.status, str(report.status)):
                 # Nothing to record and no status to move (a status only moves forward, so what
                 # was read stays true): the provider's `sent` for a message the dispatcher
                 # already recorded as sent, a duplicate, a late report. A third of a bulk

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.messaging.outbox import outbox_columns
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -97,8 +98,8 @@ _SEND = text(
         INSERT INTO outbox (event_id, event_type, topic, key, envelope)
         SELECT e.event_id, e.event_type, e.topic, e.key, CAST(e.env AS jsonb)
         FROM unnest(
-            CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:topics AS text[]),
-            CAST(:keys AS text[]), CAST(:envelopes AS text[])
+            CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:event_topics AS text[]),
+            CAST(:event_keys AS text[]), CAST(:event_envs AS text[])
         ) WITH ORDINALITY AS e(event_id, event_type, topic, key, env, ord)
         JOIN t ON t.ord = e.ord JOIN msg ON msg.id = t.id
         ORDER BY e.ord
@@ -200,11 +201,7 @@ class SendRepository:
                 "conversations": [c for new in sends for c in new.conversations],
                 "dests": [d for new in sends for d in new.dests],
                 "contacts": [c for new in sends for c in new.contacts],
-                "event_ids": [e["id"] for e in events],
-                "event_types": [e["type"] for e in events],
-                "topics": [e["topic"] for e in events],
-                "keys": [e["key"] for e in events],
-                "envelopes": [e["env"] for e in events],
+                **outbox_columns(events),
             },
         )
         rows = iter(result.all())

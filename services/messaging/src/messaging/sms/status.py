@@ -39,6 +39,12 @@ TERMINAL = frozenset({DELIVERED, FAILED, REJECTED})
 
 _RANK_SQL = "(CASE m.status WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 ELSE 2 END)"
 
+
+def moves(current: str, new: str) -> bool:
+    """Whether a change to `new` moves a message now at `current`: the rule `apply` follows in
+    SQL. A status outside RANK counts as moving, so `apply` gets it (and refuses it)."""
+    return new not in RANK or RANK.get(current, 0) < RANK[new]
+
 # One statement for a whole batch of changes (ids unique within the batch). `old` locks the rows
 # and keeps their status before the update, so RETURNING tells which ones moved.
 _APPLY = text(
