@@ -31,6 +31,7 @@ from shared import (
     HANDLER_HELP,
     HANDLERS,
     BenchItem,
+    flush_reports_every,
     install_log_counter,
     make_settings,
     noop_handler,
@@ -201,10 +202,16 @@ async def main_async(cfg: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     watch_stdin(loop, stop)
     hard_end = time.monotonic() + cfg.max_seconds
-    if cfg.mode == "raw":
-        await run_raw(cfg, stop, hard_end)
-    else:
-        await run_backbone(cfg, stop, hard_end)
+    flushing = asyncio.Event()
+    flusher = asyncio.create_task(flush_reports_every(flushing), name="report-flush")
+    try:
+        if cfg.mode == "raw":
+            await run_raw(cfg, stop, hard_end)
+        else:
+            await run_backbone(cfg, stop, hard_end)
+    finally:
+        flushing.set()
+        await flusher
 
 
 def main() -> int:

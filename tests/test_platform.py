@@ -12,7 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import SERVICE_PORTS
+from common.messaging.relay import _PURGE, _PURGE_INBOX
+
+from tests.support import SERVICE_PORTS, superuser
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ["auth", "messaging", "chat", "media", "billing", "provider-sync"]
@@ -63,6 +65,22 @@ async def test_a_service_running_several_processes_reports_the_metrics_of_all_of
             assert (await client.get(route)).status_code == 401
     for _ in range(5):  # any process may answer; each must see all 40
         assert await scrape() - before == 40
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_the_relays_purge_reads_an_index_not_the_whole_outbox_and_inbox(service):
+    """Every service's worker purges its outbox and inbox every minute. Without an index on
+    what the purge filters by, each pass read the whole table to find nothing to delete
+    (1.7 s a pass on a 3.4 GB outbox). Sequential scans are priced out here, so the plan names
+    a sequential scan only if no index can answer the purge's filter."""
+    schema = service.replace("-", "_")
+    async with superuser() as conn, conn.transaction():
+        await conn.execute(f'SET LOCAL search_path = "{schema}"')
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        for statement, args in ((_PURGE, [86400.0]), (_PURGE_INBOX, [])):
+            sql = str(statement).replace(":keep", "$1")
+            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *args))
+            assert "Seq Scan" not in plan, plan
 
 
 async def test_request_id_is_kept_or_minted(gateway):

@@ -38,6 +38,13 @@ def add_backbone_tables(metadata: MetaData) -> tuple[Table, Table]:
             "id",
             postgresql_where=text("published_at IS NULL"),
         ),
+        # The relay's purge finds published rows past their keep through this (see
+        # purge_index_sql); rows get their entry when the relay marks them, never at the emit.
+        Index(
+            "ix_outbox_published",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
     )
     inbox = Table(
         "inbox",
@@ -48,8 +55,31 @@ def add_backbone_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("outcome", String(16), nullable=False, server_default="handled"),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer_group", "event_id", name="pk_inbox"),
+        Index("ix_inbox_received_at", "received_at"),  # the purge's, like ix_outbox_published
     )
     return outbox, inbox
+
+
+def purge_index_sql(schema: str) -> list[str]:
+    """The indexes the relay's purge reads, for the migration that adds them to an existing
+    schema. Without them, each purge (every minute, in every service's worker) scanned the
+    whole outbox and inbox to find nothing to delete: 1.7 s per pass on a 3.4 GB outbox.
+
+    CONCURRENTLY, so building them on a big table does not block the emits meanwhile: run
+    these in the migration's `autocommit_block()`."""
+    return [
+        f'CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_outbox_published ON "{schema}".outbox '
+        "(published_at) WHERE published_at IS NOT NULL",
+        f'CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_inbox_received_at ON "{schema}".inbox '
+        "(received_at)",
+    ]
+
+
+def drop_purge_index_sql(schema: str) -> list[str]:
+    return [
+        f'DROP INDEX CONCURRENTLY IF EXISTS "{schema}".ix_outbox_published',
+        f'DROP INDEX CONCURRENTLY IF EXISTS "{schema}".ix_inbox_received_at',
+    ]
 
 
 def notify_channel(schema: str) -> str:
