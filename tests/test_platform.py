@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from common.messaging.relay import _PURGE, _PURGE_INBOX
 
 from tests.support import SERVICE_PORTS, superuser
