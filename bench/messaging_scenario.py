@@ -7,6 +7,10 @@ baseline measured in the same run:
 
 - `bare`: a bare uvicorn app (bench/apps.py `POST /send`) that parses the same JSON body and
   answers 202, driven by the same wrk settings: what the framework costs with nothing behind it.
+- `floor` (for information): bench/apps.py `POST /send` that verifies the token, parses the
+  body and writes one row, committed durably, and nothing else; the same wrk settings, straight
+  to it (one uvicorn worker). What any send endpoint made of these parts could at best reach
+  here; `single_direct` / `floor` is the ratio to read against it.
 - `raw_kafka`: 10,000 records of a send event's size produced with the factory producer and
   consumed by a consumer in this process (first send -> last receive): the broker's bare rate.
 
@@ -189,6 +193,11 @@ async def bulk_send(client: httpx.AsyncClient, token: str, n: int, deadline: Dea
                 break
             await asyncio.sleep(0.2)
         out.update(marks)
+        # The issue's figure runs from the 202; the marks above from the start of the request
+        # (which itself takes seconds for 10,000 recipients, and is reported as accept_s).
+        for name in ("all_sent_s", "all_delivered_s", "all_terminal_s"):
+            if marks[name] is not None:
+                out[name.removesuffix("_s") + "_after_202_s"] = round(marks[name] - accepted_s, 3)
         out["final_statuses"] = progress
         out["timeline"] = timeline[:: max(1, len(timeline) // 40)]
         # Billing captures a hold on `sent`/`delivered`: follow it to the end (information).
@@ -204,7 +213,7 @@ async def bulk_send(client: httpx.AsyncClient, token: str, n: int, deadline: Dea
                 break
             await asyncio.sleep(0.5)
         out["captured"] = captured
-        done = out.get("all_delivered_s")
+        done = out.get("all_delivered_after_202_s")
         out["delivered_per_s"] = round(n / done, 1) if done else None
         return out
     finally:
@@ -246,6 +255,13 @@ async def run_messaging(cfg: argparse.Namespace, deadline: Deadline) -> dict[str
                 out["bare"] = await run_wrk(cfg, f"{bare.url}/send", single_token, bare.proc.pid, extra)
             finally:
                 await bare.stop()
+            floor = Server("floor", "apps:create_floor_app")
+            log_step("messaging: floor (wrk POST /send: token, parse, one durable INSERT)")
+            await floor.start(client, 20)
+            try:
+                out["floor"] = await run_wrk(cfg, f"{floor.url}/send", single_token, floor.proc.pid, extra)
+            finally:
+                await floor.stop()
             log_step("messaging: single sends through the gateway (wrk)")
             out["single_gateway"] = await run_wrk(cfg, f"{GATEWAY}{SEND}", single_token, api_pids, extra)
             log_step("messaging: single sends straight to messaging-api (wrk)")
@@ -260,17 +276,26 @@ async def run_messaging(cfg: argparse.Namespace, deadline: Deadline) -> dict[str
 
     bare_rps = (out.get("bare") or {}).get("requests_per_s")
     gw_rps = (out.get("single_gateway") or {}).get("requests_per_s")
+    floor_rps = (out.get("floor") or {}).get("requests_per_s")
+    direct_rps = (out.get("single_direct") or {}).get("requests_per_s")
     raw_rate = out["raw_kafka"].get("records_per_s")
     bulk = out.get("bulk") or {}
     out["goals"] = {
         "accept_per_s": gw_rps,
         "accept_ratio_vs_bare": round(gw_rps / bare_rps, 3) if gw_rps and bare_rps else None,
+        "floor_per_s": floor_rps,
+        "direct_ratio_vs_floor": round(direct_rps / floor_rps, 3) if direct_rps and floor_rps else None,
         "accept_goal_met": bool(gw_rps and gw_rps >= GOAL_ACCEPT_PER_S and out["single_gateway"].get("ok")),
-        "bulk_delivered_s": bulk.get("all_delivered_s"),
+        "bulk_delivered_s": bulk.get("all_delivered_after_202_s"),
+        "bulk_delivered_s_definition": "from the 202 to every message delivered (the issue's); "
+        "bulk.all_delivered_s counts from the start of the request",
+        "bulk_accept_s": bulk.get("accept_s"),
         "bulk_delivered_per_s": bulk.get("delivered_per_s"),
         "bulk_ratio_vs_raw_kafka": round(bulk["delivered_per_s"] / raw_rate, 4)
         if bulk.get("delivered_per_s") and raw_rate else None,
-        "bulk_goal_met": bool(bulk.get("all_delivered_s") and bulk["all_delivered_s"] < GOAL_BULK_S),
+        "bulk_goal_met": bool(
+            bulk.get("all_delivered_after_202_s") and bulk["all_delivered_after_202_s"] < GOAL_BULK_S
+        ),
     }
     return out
 
@@ -291,15 +316,18 @@ def summarize_messaging(ms: dict[str, Any]) -> list[str]:
     return [
         "  messaging (SMS sends through the gateway; issue 5)",
         wrk_line("bare"),
+        wrk_line("floor"),
         wrk_line("single_gateway"),
         wrk_line("single_direct"),
         f"    single sends drained: {ms.get('single_drain')}",
         f"    raw kafka: {raw.get('records_per_s')} records/s ({raw.get('records')} x {raw.get('bytes')} B)",
-        f"    bulk {bulk.get('recipients')}: 202 in {bulk.get('accept_s')} s; all sent {bulk.get('all_sent_s')} s; "
-        f"all delivered {bulk.get('all_delivered_s')} s; all captured {bulk.get('all_captured_s')} s; "
+        f"    bulk {bulk.get('recipients')}: 202 in {bulk.get('accept_s')} s; from the request: all sent "
+        f"{bulk.get('all_sent_s')} s, all delivered {bulk.get('all_delivered_s')} s, all captured "
+        f"{bulk.get('all_captured_s')} s; from the 202: all delivered {bulk.get('all_delivered_after_202_s')} s; "
         f"final {json.dumps(bulk.get('final_statuses'))}",
         f"    goal accept >= {GOAL_ACCEPT_PER_S:g}/s: {g.get('accept_per_s')} req/s "
-        f"(ratio vs bare {g.get('accept_ratio_vs_bare')}) {'MET' if g.get('accept_goal_met') else 'NOT MET'}",
-        f"    goal bulk < {GOAL_BULK_S:g} s: {g.get('bulk_delivered_s')} s, {g.get('bulk_delivered_per_s')} msg/s "
+        f"(ratio vs bare {g.get('accept_ratio_vs_bare')}; direct vs floor {g.get('direct_ratio_vs_floor')}, floor "
+        f"{g.get('floor_per_s')} req/s) {'MET' if g.get('accept_goal_met') else 'NOT MET'}",
+        f"    goal bulk < {GOAL_BULK_S:g} s (202 -> all delivered): {g.get('bulk_delivered_s')} s, {g.get('bulk_delivered_per_s')} msg/s "
         f"(ratio vs raw kafka {g.get('bulk_ratio_vs_raw_kafka')}) {'MET' if g.get('bulk_goal_met') else 'NOT MET'}",
     ]
