@@ -277,7 +277,12 @@ serverurl=unix://{RUN}/supervisor.sock
         ),
         program(
             "kafka",
-            f"java -Xmx512m -Xms256m -cp \"{LOCAL}/kafka/libs/*\" "
+            # The JVM options of Kafka's own kafka-server-start.sh / kafka-run-class.sh: a fixed
+            # 1 GB heap and G1 aiming at 20 ms pauses. With 512 MB and the JVM's defaults the old
+            # generation sat at 82-89 % and young collections took 18 ms on average.
+            f"java -Xmx1G -Xms1G -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
+            f"-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "
+            f"-Djava.awt.headless=true -cp \"{LOCAL}/kafka/libs/*\" "
             f"-Dlog4j2.configurationFile={ROOT}/scripts/kafka/log4j2.properties "
             f"kafka.Kafka {kafka_props}",
             priority=10, autostart=True, stopwaitsecs=30,
