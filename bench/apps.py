@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import asyncpg
-
 from common.auth import CurrentPrincipal, Principal, TokenVerifier
 from common.errors import Unauthorized, install_error_handlers
 from common.settings import BaseServiceSettings
