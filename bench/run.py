@@ -54,6 +54,7 @@ from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import delete_topics, ensure_topics, make_consumer, make_producer
 from common.messaging.relay import HEADERS, OutboxRelay
 from common.messaging.tables import create_backbone_tables
+from common.runtime import run as run_event_loop
 from common.settings import BaseServiceSettings
 from shared import (
     BENCH_DIR,
@@ -1586,7 +1587,7 @@ def main(argv: list[str] | None = None) -> int:
     global LOG_COUNTER
     LOG_COUNTER = install_log_counter()
     cfg = parse_args(argv)
-    result = asyncio.run(main_async(cfg))
+    result = run_event_loop(main_async(cfg))
     result["client_log"] = {"counts": LOG_COUNTER.counts, "first": LOG_COUNTER.first}
     result["disturbed"] = any(
         (s.get("disturbance") or {}).get("disturbed") for s in result["scenarios"].values()

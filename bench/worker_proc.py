@@ -27,6 +27,7 @@ from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import make_consumer
 from common.messaging.relay import OutboxRelay
 from common.runtime import freeze_startup_heap
+from common.runtime import run as run_event_loop
 from shared import (
     HANDLER_HELP,
     HANDLERS,
@@ -240,7 +241,7 @@ def main() -> int:
         profiler = cProfile.Profile(time.process_time)  # CPU time, not wall time
         profiler.enable()
     try:
-        asyncio.run(main_async(cfg))
+        run_event_loop(main_async(cfg))
     except Exception as exc:  # noqa: BLE001
         print(f"  [child] failed: {exc!r}", file=sys.stderr)
         status = 1

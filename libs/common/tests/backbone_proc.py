@@ -20,6 +20,7 @@ from common.db import create_engine, create_session_factory
 from common.messaging.consumer import EventConsumer
 from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
+from common.runtime import run as run_event_loop
 from common.settings import BaseServiceSettings
 from sqlalchemy import text
 
@@ -92,4 +93,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run_event_loop(main()))  # the event loop of a service's worker

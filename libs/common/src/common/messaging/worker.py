@@ -19,6 +19,7 @@ from common.messaging.relay import OutboxRelay
 from common.observability.logging import setup_logging
 from common.observability.tracing import setup_tracing
 from common.runtime import freeze_startup_heap
+from common.runtime import run as run_event_loop
 from common.settings import BaseServiceSettings
 
 log = logging.getLogger("common.worker")
@@ -78,4 +79,4 @@ def run_worker(settings: BaseServiceSettings, consumers: ConsumerFactory = lambd
     setup_tracing(settings)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
-    asyncio.run(run_worker_async(settings, consumers))
+    run_event_loop(run_worker_async(settings, consumers))
