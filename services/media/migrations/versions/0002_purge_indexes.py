@@ -7,7 +7,7 @@ Revises: 0001
 """
 
 from alembic import op
-from common.messaging.tables import drop_purge_index_sql, purge_index_sql
+from common.messaging.tables import add_purge_indexes, drop_purge_indexes
 
 revision = "0002"
 down_revision = "0001"
@@ -18,12 +18,8 @@ SCHEMA = "media"
 
 
 def upgrade() -> None:
-    with op.get_context().autocommit_block():
-        for statement in purge_index_sql(SCHEMA):
-            op.execute(statement)
+    add_purge_indexes(op, SCHEMA)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        for statement in drop_purge_index_sql(SCHEMA):
-            op.execute(statement)
+    drop_purge_indexes(op, SCHEMA)

@@ -60,13 +60,27 @@ def add_backbone_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, inbox
 
 
+def add_purge_indexes(op, schema: str) -> None:  # noqa: ANN001 - alembic's `op`
+    """A service's migration adding the purge's indexes to its existing outbox and inbox, built
+    CONCURRENTLY outside the migration's transaction (emits go on meanwhile)."""
+    with op.get_context().autocommit_block():
+        for statement in purge_index_sql(schema):
+            op.execute(statement)
+
+
+def drop_purge_indexes(op, schema: str) -> None:  # noqa: ANN001
+    with op.get_context().autocommit_block():
+        for statement in drop_purge_index_sql(schema):
+            op.execute(statement)
+
+
 def purge_index_sql(schema: str) -> list[str]:
     """The indexes the relay's purge reads, for the migration that adds them to an existing
     schema. Without them, each purge (every minute, in every service's worker) scanned the
     whole outbox and inbox to find nothing to delete: 1.7 s per pass on a 3.4 GB outbox.
 
-    CONCURRENTLY, so building them on a big table does not block the emits meanwhile: run
-    these in the migration's `autocommit_block()`."""
+    CONCURRENTLY, so building them on a big table does not block the emits meanwhile
+    (`add_purge_indexes` runs them in the migration's `autocommit_block()`)."""
     return [
         f'CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_outbox_published ON "{schema}".outbox '
         "(published_at) WHERE published_at IS NOT NULL",
