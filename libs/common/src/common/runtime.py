@@ -24,8 +24,8 @@ def freeze_startup_heap() -> None:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run(main)` on uvloop: the event loop uvicorn gives the API processes, for the
-    worker processes too. Their CPU goes to event-loop bookkeeping and socket I/O (every event
-    is a few database and Kafka round trips): on the stdlib loop that was about a quarter of a
-    worker's CPU in a py-spy profile."""
+    worker processes too. Every event a worker handles is a few database and Kafka round trips,
+    and on uvloop a round trip costs the client 30-40 % less CPU than on the stdlib loop
+    (measured here: `SELECT 1` ~126 against ~190 us, BEGIN + COMMIT ~200 against ~350 us)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
