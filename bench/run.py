@@ -71,6 +71,7 @@ from shared import (
     SCHEMA,
     THROUGHPUT,
     THROUGHPUT_EMIT,
+    WARM_UP_S,
     WARMUP,
     WATCHED,
     BenchItem,
@@ -86,6 +87,7 @@ from shared import (
     noop_handler,
     paced,
     percentiles,
+    process_age_s,
     raw_fetch,
     side_effect,
     stack_pids,
@@ -379,6 +381,7 @@ class Disturbance:
 
     def __init__(self) -> None:
         self.pids = stack_pids()
+        self.ages = {"kafka": process_age_s(self.pids.get("kafka"))}
         self.logs = LOG_COUNTER.snapshot()
         self.cpu_from = len(CPU_LOG)
 
@@ -392,9 +395,11 @@ class Disturbance:
         }
         outside = [c.get("outside_benchmark", 0.0) for c in CPU_LOG[self.cpu_from :]]
         worst = max(outside, default=None)
+        warming = {k: age for k, age in self.ages.items() if age is not None and age < WARM_UP_S}
         return {
             "disturbed": bool(restarted) or any(is_client_problem(k) for k in logs),
-            "noisy": worst is not None and worst > NOISY_OTHER_CORES,
+            "noisy": (worst is not None and worst > NOISY_OTHER_CORES) or bool(warming),
+            "warming_up": warming,  # started less than WARM_UP_S before the scenario
             "max_cores_used_outside_benchmark": worst,
             "noisy_threshold_cores": NOISY_OTHER_CORES,
             "restarted": restarted,
@@ -1158,7 +1163,12 @@ def summarize_backbone(result: dict[str, Any]) -> list[str]:
             f"    WARNING: disturbed (restarted: {dist.get('restarted')}, client warnings: "
             f"{dist.get('client_log_counts')}); the figures may measure an outage"
         )
-    if dist.get("noisy"):
+    if dist.get("warming_up"):
+        lines.append(
+            f"    WARNING: noisy: started shortly before the scenario, still warming up "
+            f"(seconds since start): {dist['warming_up']}"
+        )
+    elif dist.get("noisy"):
         lines.append(
             f"    WARNING: noisy: processes outside the benchmark used up to "
             f"{dist.get('max_cores_used_outside_benchmark')} cores during a phase"

@@ -407,6 +407,20 @@ CPU_LOG: list[dict[str, Any]] = []
 # Cores that processes outside the benchmark (the idle stack: ~0.1) may use before a phase
 # counts as noisy: someone else's tests or builds were competing for the CPUs.
 NOISY_OTHER_CORES = 0.3
+# A JVM (Kafka) started this recently is still compiling its hot paths: in session 6 a run
+# started right after `make test` (whose backbone test restarts Kafka) saw the broker at 1.05
+# cores and a paced p99 of 475 ms, against 50-110 ms once it had run a few minutes.
+WARM_UP_S = 300.0
+
+
+def process_age_s(pid: str | int | None) -> float | None:
+    """Seconds since process `pid` started (from /proc), None when it cannot be read."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 1)
 
 
 class CpuMeter:
