@@ -733,7 +733,12 @@ class Run:
             "Kafka timestamps have 1 ms resolution",
         }
 
-    async def verify(self, tenant: str, n: int, event_ids: list[str], message_ids: list[str]) -> dict[str, Any]:
+    async def verify(
+        self, tenant: str, funded: int, event_ids: list[str], message_ids: list[str]
+    ) -> dict[str, Any]:
+        """The tenant was funded for `funded` holds; each of `message_ids` (the requests sent,
+        fewer than `funded` when the phase ran out of time) must hold exactly once."""
+        n = len(message_ids)
         async with self.sessions() as s:
             repo = LedgerRepository(s)
             account = await repo.customer(tenant)
@@ -783,6 +788,7 @@ class Run:
             "holds": {k: v[0] for k, v in holds.items()},
             "held_sum_minor": held_sum,
             "account_balance_minor": account.balance_minor,
+            "expected_balance_minor": funded * PRICE,
             "account_held_minor": account.held_minor,
             "expected_held_minor": n * PRICE,
             "entries_sum_minor": int(entries),
@@ -799,7 +805,7 @@ class Run:
             and sum(v[0] for v in holds.values()) == n
             and held_sum == n * PRICE
             and account.held_minor == n * PRICE
-            and account.balance_minor == n * PRICE
+            and account.balance_minor == funded * PRICE
             and entries == account.balance_minor
             and inbox == n
             and outbox.get(RESERVED, 0) == n

@@ -197,7 +197,9 @@ async def paced(
         now = time.monotonic()
         due = min(total, int((now - t0) * rate) + 1) - sent
         if due <= 0:
-            await asyncio.sleep(max(0.0, t0 + sent / rate - now))
+            # At least 1 ms: uvloop rounds a timer to whole milliseconds, so a shorter sleep
+            # returns at once and the loop spun until its iteration cap cut the phase short.
+            await asyncio.sleep(max(0.001, t0 + sent / rate - now))
             continue
         max_lag = max(max_lag, now - (t0 + sent / rate))
         count = min(due, max_batch)
