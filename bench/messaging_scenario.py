@@ -248,20 +248,17 @@ async def run_messaging(cfg: argparse.Namespace, deadline: Deadline) -> dict[str
             script = Path(tmp) / "send.lua"
             script.write_text(LUA)
             extra = ("-s", str(script))
-            bare = Server("bare", "apps:create_bare_app")
-            log_step("messaging: bare uvicorn baseline (wrk POST /send)")
-            await bare.start(client, 20)
-            try:
-                out["bare"] = await run_wrk(cfg, f"{bare.url}/send", single_token, bare.proc.pid, extra)
-            finally:
-                await bare.stop()
-            floor = Server("floor", "apps:create_floor_app")
-            log_step("messaging: floor (wrk POST /send: token, parse, one durable INSERT)")
-            await floor.start(client, 20)
-            try:
-                out["floor"] = await run_wrk(cfg, f"{floor.url}/send", single_token, floor.proc.pid, extra)
-            finally:
-                await floor.stop()
+            for name, factory, what in (
+                ("bare", "apps:create_bare_app", "bare uvicorn baseline"),
+                ("floor", "apps:create_floor_app", "floor: token, parse, one durable INSERT"),
+            ):
+                server = Server(name, factory)
+                log_step(f"messaging: {what} (wrk POST /send)")
+                await server.start(client, 20)
+                try:
+                    out[name] = await run_wrk(cfg, f"{server.url}/send", single_token, server.proc.pid, extra)
+                finally:
+                    await server.stop()
             log_step("messaging: single sends through the gateway (wrk)")
             out["single_gateway"] = await run_wrk(cfg, f"{GATEWAY}{SEND}", single_token, api_pids, extra)
             log_step("messaging: single sends straight to messaging-api (wrk)")

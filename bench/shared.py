@@ -358,16 +358,33 @@ async def superuser(timeout: float = 10) -> asyncpg.Connection:
 # -- CPU accounting (Linux /proc) -------------------------------------------------------------
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process (all its threads), from /proc."""
+def _stat_ticks(pid: int | str | None, *fields: int) -> list[int] | None:
+    """Fields of /proc/<pid>/stat after the command name (0 = state), as ints; None when the
+    process is gone or unreadable."""
     if not pid:
         return None
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            values = f.read().rsplit(")", 1)[1].split()
+        return [int(values[i]) for i in fields]
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process (all its threads), from /proc."""
+    ticks = _stat_ticks(pid, 11, 12)
+    return None if ticks is None else sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def process_age_s(pid: int | str | None) -> float | None:
+    """Seconds since process `pid` started (from /proc), None when it cannot be read."""
+    ticks = _stat_ticks(pid, 19)
+    if ticks is None:
+        return None
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return round(uptime - ticks[0] / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _postgres_pids(roles: tuple[str, ...] = (SCHEMA,)) -> dict[int, str]:
@@ -414,15 +431,6 @@ NOISY_OTHER_CORES = 0.3
 # cores and a paced p99 of 475 ms, against 50-110 ms once it had run a few minutes.
 WARM_UP_S = 300.0
 
-
-def process_age_s(pid: str | int | None) -> float | None:
-    """Seconds since process `pid` started (from /proc), None when it cannot be read."""
-    try:
-        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 1)
 
 
 class CpuMeter:

@@ -1,4 +1,4 @@
-"""Outbox and inbox: the indexes the relay's purge reads (common.messaging.tables.purge_index_sql).
+"""Outbox and inbox: the indexes the relay's purge reads (common.messaging.tables.PURGE_INDEXES).
 
 Built CONCURRENTLY, outside the migration's transaction: emits go on meanwhile.
 
