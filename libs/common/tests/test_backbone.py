@@ -12,7 +12,8 @@ import backbone_proc
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import TopicPartition
-from common.contracts import dlq_topic, topic_for
+from common.contracts import EventEnvelope, dlq_topic, topic_for
+from common.db import create_engine, create_session_factory
 from common.messaging import emit, emit_many
 from common.messaging.consumer import EventConsumer
 from common.messaging.kafka import (
@@ -281,11 +282,11 @@ class FlakyRelay(OutboxRelay):
 
         return [asyncio.ensure_future(lost())]
 
-    async def _commit(self, lane, tx, rows) -> None:  # noqa: ANN001
+    async def _commit(self, lane, rows) -> None:  # noqa: ANN001
         self.commits += 1
         if self.commits not in self.lose_commits:
-            return await super()._commit(lane, tx, rows)
-        await tx.rollback()
+            return await super()._commit(lane, rows)
+        await lane.end("ROLLBACK")
         self.republished.update(json.loads(row[3])["data"]["seq"] for row in rows)
 
 
@@ -374,6 +375,107 @@ async def test_a_relay_idle_between_events_marks_them_when_it_claims_them(
     assert early == 0
     records = await read_topic(bb_settings, topic, 6)
     assert sorted(json.loads(r.value)["data"]["seq"] for r in records) == list(range(6))
+
+
+async def test_the_relays_cycle_is_the_claim_and_one_more_round_trip(
+    bb_settings, bb_sessions, contract, monkeypatch
+):
+    """Per batch, the relay's connection sees the claim and `COMMIT; BEGIN` (the mark committed
+    and the next transaction begun in one simple-protocol query): no separate BEGIN, except the
+    first on each connection."""
+    import asyncpg
+    from common.messaging import relay as relay_module
+
+    sent: list[str] = []
+    connect = asyncpg.connect
+
+    async def logged_connect(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        conn = await connect(*args, **kwargs)
+        if "-relay-" in kwargs.get("server_settings", {}).get("application_name", ""):
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        return conn
+
+    monkeypatch.setattr(relay_module.asyncpg, "connect", logged_connect)
+    topic = topic_for(contract.type)
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(bb_settings, bb_sessions).run(stop))
+    try:
+        for seq in range(6):  # one at a time: six batches
+            await emit_items(bb_sessions, contract, [seq])
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                async with bb_sessions() as session:
+                    left = await session.scalar(
+                        text("SELECT count(*) FROM outbox WHERE topic = :t AND published_at IS NULL"),
+                        {"t": topic},
+                    )
+                if not left:
+                    break
+                await asyncio.sleep(0.02)
+            assert not left, f"event {seq} was not published"
+    finally:
+        stop.set()
+        await task
+    claims = [q for q in sent if q == relay_module._CLAIM]
+    others = [q for q in sent if q != relay_module._CLAIM]
+    assert len(claims) >= 6, sent
+    assert set(others) <= {"BEGIN", "COMMIT; BEGIN", "ROLLBACK; BEGIN"}, others
+    assert others.count("BEGIN") <= 2, sent  # one per lane connection
+    assert others.count("COMMIT; BEGIN") >= 6, sent
+
+
+async def test_the_consumers_transaction_claims_in_the_begins_round_trip(
+    bb_settings, bb_sessions, contract, background
+):
+    """Per batch, the consumer's connection sees `BEGIN; INSERT INTO inbox ...` (the claim rides
+    with the BEGIN), the handler's statement, then `COMMIT`: three round trips, no separate
+    BEGIN. An id that would need escaping goes in quoted, and is handled once all the same."""
+    from sqlalchemy import event
+
+    engine = create_engine(bb_settings)  # the consumer's alone: every query logged is its own
+    sent: list[str] = []
+
+    @event.listens_for(engine.sync_engine.pool, "connect")
+    def log_queries(dbapi_connection, _record) -> None:  # noqa: ANN001
+        dbapi_connection.driver_connection.add_query_logger(lambda r: sent.append(r.query))
+
+    try:
+        background.start(OutboxRelay(bb_settings, bb_sessions))
+        consumer_sessions = create_session_factory(engine, bb_settings)
+        background.start(
+            backbone_proc.make_consumer(bb_settings, consumer_sessions, contract.type, f"g-{contract.type}")
+        )
+        for seq in range(3):  # one at a time: three transactions
+            await emit_items(bb_sessions, contract, [seq])
+            assert await wait_effects(bb_sessions, contract, seq + 1, 30) == (seq + 1, seq + 1)
+        # An event whose id needs quoting (ids come from whoever produced the event).
+        tricky = f"it's \\ a 'quoted' id {uuid.uuid4()}"
+        envelope = EventEnvelope(
+            type=contract.type, source="/test", subject="item-3", data=contract.model(seq=3), id=tricky
+        )
+        async with bb_sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "INSERT INTO outbox (event_id, event_type, topic, key, envelope) "
+                    "VALUES (:i, :t, :topic, :k, CAST(:e AS jsonb))"
+                ),
+                {
+                    "i": tricky,
+                    "t": contract.type,
+                    "topic": topic_for(contract.type),
+                    "k": "item-3",
+                    "e": envelope.model_dump_json(by_alias=True),
+                },
+            )
+        assert await wait_effects(bb_sessions, contract, 4, 30) == (4, 4)
+    finally:
+        await background.close()
+        await engine.dispose()
+    claims = [q for q in sent if q.startswith("BEGIN; INSERT INTO inbox")]
+    assert len(claims) >= 4, sent
+    assert sent.count("COMMIT") >= 4, sent
+    assert any("E'it''s \\\\ a ''quoted'' id " in q for q in claims), claims
+    assert not [q for q in sent if q.strip().rstrip(";") == "BEGIN"], sent
 
 
 class HeldPurge(OutboxRelay):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,9 +33,29 @@ class HeldConnection:
             self.conn = conn
         return self.conn
 
+    async def driver(self) -> Any:
+        """The driver's (asyncpg) connection under `get()`'s, for statements SQLAlchemy does not
+        send: an `autocommit` holder's own `BEGIN` / `COMMIT` (SQLAlchemy's reset on return
+        does not know of those: `release` and `end_transaction` end them)."""
+        return (await (await self.get()).get_raw_connection()).driver_connection
+
+    async def end_transaction(self) -> None:
+        """Roll back a transaction block begun on the driver's connection, if one is open; if
+        that fails, the connection is discarded (closing it rolls back just the same)."""
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            return
+        try:
+            driver = await self.driver()
+            if driver.is_in_transaction():
+                await driver.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - state unknown: the connection goes
+            await self.discard()
+
     async def release(self) -> None:
         """Give the connection back to the pool (idle for a while, or a retry that should start
-        on a fresh one: the pool's pre-ping replaces it if it is dead)."""
+        on a fresh one: the pool's pre-ping replaces it if it is dead), with no transaction
+        left open on it."""
+        await self.end_transaction()
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):

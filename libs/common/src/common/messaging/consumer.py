@@ -68,6 +68,11 @@ class _HandlerFailed(Exception):
     """A handler raised in the fast path: redo the batch one savepoint per event."""
 
 
+class _SeenBefore(Exception):
+    """The claim that rode with the BEGIN did not insert every inbox row: some event of the
+    batch was handled before (a redelivery). Redo the batch with a claim that tells which."""
+
+
 class DeadLetter(Exception):
     """Raised by a handler for an event that can never succeed: no retry, straight to the DLQ."""
 
@@ -182,18 +187,32 @@ class EventConsumer:
     # -- processing --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        """A session on the partition's held connection (`common.db.held`: taken from the pool
-        once and kept while events keep coming, given back after `IDLE_S` without any, replaced
-        after an infrastructure error), or, outside a partition task, on a connection from the
-        pool."""
+    async def _transaction(self, begin: str = "BEGIN") -> AsyncIterator[tuple[AsyncSession, str | None]]:
+        """A session in one transaction, committed when the block ends without an exception.
+
+        On the partition's held connection (`common.db.held`: taken from the pool once and kept
+        while events keep coming, given back after `IDLE_S` without any, replaced after an
+        infrastructure error), which SQLAlchemy drives in autocommit mode, the transaction is
+        plain `BEGIN` / `COMMIT` statements on the driver's connection. `begin` may carry a
+        statement without parameters behind the `BEGIN` (the inbox claim: one round trip instead
+        of two); the block gets that query's status. Outside a partition task, a pool
+        connection and SQLAlchemy's own transaction (status None)."""
         held = _HELD.get()
         if held is None:
-            async with self.session_factory() as session:
-                yield session
-        else:
-            async with self.session_factory(bind=await held.get()) as session:
-                yield session
+            async with self.session_factory() as session, session.begin():
+                yield session, None
+            return
+        conn = await held.get()
+        driver = await held.driver()
+        try:
+            status = await driver.execute(begin)
+            async with self.session_factory(bind=conn) as session:
+                yield session, status
+                await session.flush()  # what a handler added but did not flush goes in too
+            await driver.execute("COMMIT")
+        except BaseException:
+            await held.end_transaction()
+            raise
 
     async def _process_partition(
         self, tp: TopicPartition | None, records: list[ConsumerRecord], stop: asyncio.Event
@@ -240,9 +259,28 @@ class EventConsumer:
         return end + 1
 
     async def _fast_batch(self, envelopes: list[EventEnvelope[Any]]) -> list[EventEnvelope[Any]]:
+        claim = self._begin_and_claim(envelopes)
+        if claim is not None:
+            try:
+                return await self._fast_transaction(envelopes, claim)
+            except _SeenBefore:
+                pass  # rolled back: claim again, learning which ones are new
+        return await self._fast_transaction(envelopes, None)
+
+    async def _fast_transaction(
+        self, envelopes: list[EventEnvelope[Any]], claim: str | None
+    ) -> list[EventEnvelope[Any]]:
+        """Claim and handle `envelopes` in one transaction. `claim`: the claim rides with the
+        BEGIN (`_begin_and_claim`); if it did not insert every row, some event was handled
+        before: `_SeenBefore` (the transaction rolls back). Without it, a claim with RETURNING
+        tells which ones are new."""
         handled: list[EventEnvelope[Any]] = []
-        async with self._session() as session:
-            async with session.begin():
+        async with self._transaction(claim or "BEGIN") as (session, status):
+            if claim is not None:
+                if status != f"INSERT 0 {len({e.id for e in envelopes})}":
+                    raise _SeenBefore
+                fresh = {e.id for e in envelopes}
+            else:
                 rows = await session.execute(
                     _CLAIM_MANY,
                     {
@@ -252,52 +290,69 @@ class EventConsumer:
                     },
                 )
                 fresh = {row[0] for row in rows}
-                todo: list[EventEnvelope[Any]] = []
-                for envelope in envelopes:
-                    if envelope.id not in fresh:
-                        self._duplicate(envelope)
-                        continue
-                    fresh.discard(envelope.id)  # the same id twice in one batch: handle once
-                    todo.append(envelope)
-                i = 0
-                while i < len(todo):
-                    # A run of consecutive events of one batch-handled type goes in one call.
-                    j = i + 1
-                    if todo[i].type in self.batch_handlers:
-                        while j < len(todo) and todo[j].type == todo[i].type:
-                            j += 1
-                    try:
-                        await self._run_handler(session, todo[i:j])
-                    except Exception as exc:  # noqa: BLE001
-                        if is_transient(exc):
-                            raise
-                        raise _HandlerFailed from exc
-                    handled.extend(todo[i:j])
-                    i = j
+            todo: list[EventEnvelope[Any]] = []
+            for envelope in envelopes:
+                if envelope.id not in fresh:
+                    self._duplicate(envelope)
+                    continue
+                fresh.discard(envelope.id)  # the same id twice in one batch: handle once
+                todo.append(envelope)
+            i = 0
+            while i < len(todo):
+                # A run of consecutive events of one batch-handled type goes in one call.
+                j = i + 1
+                if todo[i].type in self.batch_handlers:
+                    while j < len(todo) and todo[j].type == todo[i].type:
+                        j += 1
+                try:
+                    await self._run_handler(session, todo[i:j])
+                except Exception as exc:  # noqa: BLE001
+                    if is_transient(exc):
+                        raise
+                    raise _HandlerFailed from exc
+                handled.extend(todo[i:j])
+                i = j
         return handled
+
+    def _begin_and_claim(self, envelopes: list[EventEnvelope[Any]]) -> str | None:
+        """`BEGIN` and the claim of every event's inbox row as one simple-protocol
+        query (no parameters: the values are literals), for the held connection; None when an
+        event id is not plain text (it then goes through the parameterised claim). The event
+        types are registered ones (anything else was dead-lettered in `_decode`) and the group
+        is ours; every value is quoted by `_literal` all the same."""
+        if _HELD.get() is None:
+            return None
+        values = []
+        for e in envelopes:
+            if not (e.id.isprintable() and len(e.id) <= 200):
+                return None
+            values.append(f"({_literal(self.group_id)}, {_literal(e.id)}, {_literal(e.type)}, 'handled')")
+        return (
+            "BEGIN; INSERT INTO inbox (consumer_group, event_id, event_type, outcome) "
+            f"VALUES {', '.join(values)} ON CONFLICT DO NOTHING"
+        )
 
     async def _slow_from(self, items: list[_Item], start: int) -> int:
         """One savepoint per event; stop at the first failure and settle it."""
         failed_at: int | None = None
         failure: BaseException | None = None
         handled: list[EventEnvelope[Any]] = []
-        async with self._session() as session:
-            async with session.begin():
-                for j in range(start, len(items)):
-                    item = items[j]
-                    if item.dead_reason is not None:
-                        failed_at = j
-                        break
-                    if item.envelope is None:
-                        continue  # an event type this group does not handle
-                    try:
-                        if await self._handle(session, item.envelope):
-                            handled.append(item.envelope)
-                    except Exception as exc:  # noqa: BLE001
-                        if is_transient(exc):
-                            raise
-                        failed_at, failure = j, exc
-                        break
+        async with self._transaction() as (session, _):
+            for j in range(start, len(items)):
+                item = items[j]
+                if item.dead_reason is not None:
+                    failed_at = j
+                    break
+                if item.envelope is None:
+                    continue  # an event type this group does not handle
+                try:
+                    if await self._handle(session, item.envelope):
+                        handled.append(item.envelope)
+                except Exception as exc:  # noqa: BLE001
+                    if is_transient(exc):
+                        raise
+                    failed_at, failure = j, exc
+                    break
         self._committed(handled)
         if failed_at is None:
             return len(items)
@@ -342,7 +397,7 @@ class EventConsumer:
             for attempt in range(1, self.max_retries + 1):
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                 try:
-                    async with self._session() as session, session.begin():
+                    async with self._transaction() as (session, _):
                         handled = await self._handle(session, item.envelope)
                     self._committed([item.envelope] if handled else [])
                     return
@@ -378,7 +433,7 @@ class EventConsumer:
             )
         )
         if item.envelope is not None:
-            async with self._session() as session, session.begin():
+            async with self._transaction() as (session, _):
                 await session.execute(
                     _CLAIM,
                     {
@@ -457,6 +512,12 @@ class EventConsumer:
 
 
 _HELD: ContextVar[HeldConnection | None] = ContextVar("consumer_held_connection", default=None)
+
+
+def _literal(value: str) -> str:
+    """`value` as an escape-string literal (E'...'): backslashes and quotes doubled, which reads
+    the same whatever standard_conforming_strings says."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class _Pipeline:
@@ -587,7 +648,9 @@ class _Pipeline:
     ) -> bool:
         """`_process_partition` on lane `lane`'s held connection."""
         while len(self.held) <= lane:
-            self.held.append(HeldConnection(self.engine) if self.engine is not None else None)
+            self.held.append(
+                HeldConnection(self.engine, autocommit=True) if self.engine is not None else None
+            )
         token = _HELD.set(self.held[lane])
         try:
             return await self.runner._process_partition(tp, records, self.halt)

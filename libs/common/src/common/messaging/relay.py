@@ -64,6 +64,8 @@ class _Lane:
     The relay's own connections (not the service's pool): no pre-ping per transaction, and
     `synchronous_commit = off` for the whole connection (the mark need not wait for the WAL
     flush: if a crash loses it, the rows are published again and the inboxes drop the repeats).
+    Transactions are plain `BEGIN` / `COMMIT` statements, so that ending one and beginning the
+    next is a single round trip (`COMMIT; BEGIN`, one simple-protocol query).
     """
 
     def __init__(self, settings: BaseServiceSettings, name: str) -> None:
@@ -71,16 +73,17 @@ class _Lane:
         self._name = name
         self.conn: asyncpg.Connection | None = None
         self.commit: asyncio.Task | None = None
-        # A transaction begun after the last commit, ahead of the next claim: the claim then
-        # costs one round trip on the latency path instead of two (BEGIN, claim).
-        self.tx = None
+        # A transaction is open on the connection, begun with the last commit (or the last empty
+        # claim's rollback), ahead of the next claim: the claim then costs one round trip on the
+        # latency path instead of two (BEGIN, claim).
+        self.begun = False
 
     async def connection(self) -> asyncpg.Connection:
         if self.commit is not None:
             await self.commit  # never raises: see OutboxRelay._commit
             self.commit = None
         if self.conn is None or self.conn.is_closed():
-            self.tx = None  # begun on the connection that is gone
+            self.begun = False  # begun on the connection that is gone
             self.conn = await asyncpg.connect(
                 self._settings.asyncpg_dsn,
                 server_settings={
@@ -91,9 +94,22 @@ class _Lane:
             )
         return self.conn
 
+    async def end(self, statement: str) -> None:
+        """`COMMIT` or `ROLLBACK` the open transaction and begin the next one, in one round
+        trip. Raises (and drops the connection) on failure: its state is then unknown."""
+        assert self.conn is not None
+        self.begun = False
+        try:
+            await self.conn.execute(f"{statement}; BEGIN")
+        except BaseException:
+            self.drop()
+            raise
+        self.begun = True
+
     def drop(self) -> None:
-        """Forget a connection in an unknown state (an error mid-transaction)."""
-        self.tx = None
+        """Forget a connection in an unknown state (an error mid-transaction): closing it rolls
+        back whatever it had open."""
+        self.begun = False
         if self.conn is not None:
             self.conn.terminate()
             self.conn = None
@@ -102,7 +118,7 @@ class _Lane:
         if self.commit is not None:
             await self.commit
             self.commit = None
-        self.tx = None  # closing the connection rolls it back
+        self.begun = False  # closing the connection rolls it back
         if self.conn is not None and not self.conn.is_closed():
             try:
                 await asyncio.wait_for(self.conn.close(), 5)
@@ -192,26 +208,26 @@ class OutboxRelay:
         assert self._producer is not None
         lane = self._lanes[self._next_lane]
         conn = await lane.connection()  # waits for the commit still running on it
-        tx, lane.tx = lane.tx, None
         try:
-            if tx is None:
-                tx = conn.transaction()
-                await tx.start()
+            if not lane.begun:
+                await conn.execute("BEGIN")
+                lane.begun = True
             rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
-                await tx.rollback()
+                await lane.end("ROLLBACK")
                 return 0
             rows.sort(key=lambda row: row[0])  # RETURNING has no order: publish in id order
             await asyncio.gather(*await self._send(rows))
         except BaseException:
             # Roll back (the rows stay unpublished for the next pass); a connection in an
             # unknown state is dropped instead, which rolls back just the same.
-            try:
-                await asyncio.wait_for(tx.rollback(), 5)
-            except BaseException:  # noqa: BLE001
-                lane.drop()
+            if lane.conn is not None:
+                try:
+                    await asyncio.wait_for(lane.end("ROLLBACK"), 5)
+                except BaseException:  # noqa: BLE001 - end() dropped the connection
+                    lane.drop()
             raise
-        lane.commit = asyncio.create_task(self._commit(lane, tx, rows), name="outbox-commit")
+        lane.commit = asyncio.create_task(self._commit(lane, rows), name="outbox-commit")
         self._next_lane = 1 - self._next_lane
         return len(rows)
 
@@ -241,26 +257,17 @@ class OutboxRelay:
             futures.append(await producer.send_batch(builder, topic, partition=partition))
         return futures
 
-    async def _commit(self, lane: _Lane, tx, rows: list) -> None:  # noqa: ANN001
-        """Commit a published batch's mark. Never raises: a failed commit leaves the rows
-        unpublished, and they go out again (the inboxes drop the repeats)."""
+    async def _commit(self, lane: _Lane, rows: list) -> None:
+        """Commit a published batch's mark, and begin the lane's next transaction in the same
+        round trip, off the latency path (under load it is used within milliseconds; when the
+        outbox is idle it waits, holding no snapshot and no lock, until the next wake or poll,
+        whose empty claim rolls it back and begins another). Never raises: a failed commit
+        leaves the rows unpublished, and they go out again (the inboxes drop the repeats)."""
         try:
-            await tx.commit()
-        except Exception as exc:  # noqa: BLE001
+            await lane.end("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - end() dropped the connection
             log.warning(f"outbox mark failed, the batch will be published again: {exc!r}")
-            lane.drop()
             return
-        try:
-            # Begin the lane's next transaction now, off the latency path. Under load it is
-            # used within milliseconds; when the outbox is idle it waits (holding no snapshot
-            # and no lock) until the next wake or poll, whose empty claim rolls it back.
-            assert lane.conn is not None
-            next_tx = lane.conn.transaction()
-            await next_tx.start()
-            lane.tx = next_tx
-        except Exception as exc:  # noqa: BLE001 - the next claim begins its own
-            log.info(f"outbox relay could not begin ahead: {exc!r}")
-            lane.drop()
         counts: dict[str, int] = {}
         for row in rows:
             counts[row[1]] = counts.get(row[1], 0) + 1
