@@ -16,12 +16,14 @@ log = logging.getLogger(__name__)
 class HeldConnection:
     """`get()` the connection (taken from `engine` on first use, and again after `release` or
     `discard`, or when it was closed or invalidated meanwhile). `autocommit`: each statement is
-    its own transaction (no BEGIN/COMMIT round trips)."""
+    its own transaction (no BEGIN/COMMIT round trips), unless the holder sends `BEGIN` /
+    `COMMIT` itself on `driver()` (the consumer runner does)."""
 
     def __init__(self, engine: AsyncEngine, *, autocommit: bool = False) -> None:
         self.engine = engine
         self.autocommit = autocommit
         self.conn: AsyncConnection | None = None
+        self._driver: Any = None  # conn's driver connection, once asked for
 
     async def get(self) -> AsyncConnection:
         if self.conn is not None and (self.conn.closed or self.conn.invalidated):
@@ -30,14 +32,17 @@ class HeldConnection:
             conn = await self.engine.connect()
             if self.autocommit:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            self.conn = conn
+            self.conn, self._driver = conn, None
         return self.conn
 
     async def driver(self) -> Any:
         """The driver's (asyncpg) connection under `get()`'s, for statements SQLAlchemy does not
         send: an `autocommit` holder's own `BEGIN` / `COMMIT` (SQLAlchemy's reset on return
         does not know of those: `release` and `end_transaction` end them)."""
-        return (await (await self.get()).get_raw_connection()).driver_connection
+        conn = await self.get()
+        if self._driver is None:
+            self._driver = (await conn.get_raw_connection()).driver_connection
+        return self._driver
 
     async def end_transaction(self) -> None:
         """Roll back a transaction block begun on the driver's connection, if one is open; if
