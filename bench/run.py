@@ -1344,9 +1344,9 @@ async def billing_scenario(cfg: argparse.Namespace, result: dict[str, Any]) -> N
 
 async def settle(cfg: argparse.Namespace) -> dict[str, Any] | None:
     """Before a paced phase: wait (at most --paced-settle seconds) until the machine is idle
-    again. The throughput phase before it leaves PostgreSQL working off tens of thousands of
-    rows (autovacuum, dirty buffers) for a few seconds; the paced goal is the latency of a
-    steady 1,000 events/s, not of the aftermath of a burst."""
+    again, so that the aftermath of the throughput phase before it (autovacuum of tens of
+    thousands of rows) cannot overlap it: the paced goal is the latency of a steady 1,000
+    events/s, not of the aftermath of a burst."""
     return await wait_for_quiet(cfg.paced_settle) if cfg.paced_settle > 0 else None
 
 
@@ -1504,7 +1504,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="before each paced run, wait up to this many seconds for the machine to be idle "
-        "(the throughput run before it leaves PostgreSQL busy for a while); 0: do not wait",
+        "after the throughput run before it; 0: do not wait",
     )
     g.add_argument("--warmup", type=int, default=100)
     g.add_argument("--outbox-batch-size", type=int, default=500, help="settings.outbox_batch_size")

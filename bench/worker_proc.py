@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 import threading
@@ -176,6 +177,8 @@ async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: f
         tasks.append(asyncio.create_task(consumer.run(stop), name="event-consumer"))
     stopper = asyncio.create_task(stop.wait())
     freeze_startup_heap()  # as common.messaging.worker does in a service's worker
+    watch_gc_pauses()
+    lag = asyncio.create_task(watch_loop_lag())
     report("READY")
     try:
         done, _ = await asyncio.wait(
@@ -189,11 +192,44 @@ async def run_backbone(cfg: argparse.Namespace, stop: asyncio.Event, hard_end: f
     finally:
         stop.set()
         stopper.cancel()
+        lag.cancel()
         _, pending = await asyncio.wait(tasks, timeout=10)
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await engine.dispose()
+
+
+def watch_gc_pauses(threshold_s: float = 0.01) -> None:
+    """Diagnostics: every garbage collection that stops this process for 10 ms or more goes to
+    stderr (the bench's log), with its generation and what it collected."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            took = time.perf_counter() - started[0]
+            if took >= threshold_s:
+                print(
+                    f"child gc: generation {info['generation']} took {took * 1000:.1f} ms "
+                    f"(collected {info['collected']}) at {time.time():.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    gc.callbacks.append(callback)
+
+
+async def watch_loop_lag(threshold_s: float = 0.05) -> None:
+    """Diagnostics: a 10 ms sleep that returns 50 ms or more late means the event loop (or the
+    whole process) stood still: to stderr, to tell such a stall from a slow database or broker."""
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.01)
+        late = time.perf_counter() - t0 - 0.01
+        if late >= threshold_s:
+            print(f"child loop: {late * 1000:.0f} ms late at {time.time():.3f}", file=sys.stderr, flush=True)
 
 
 async def main_async(cfg: argparse.Namespace) -> None:
