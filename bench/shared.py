@@ -432,7 +432,6 @@ NOISY_OTHER_CORES = 0.3
 WARM_UP_S = 300.0
 
 
-
 class CpuMeter:
     """CPU cores busy during a phase: named processes, PostgreSQL by kind, interrupts, and
     `other_processes`: whatever else ran (the idle services, other people's tests)."""

@@ -279,9 +279,9 @@ class EventConsumer:
         handled: list[EventEnvelope[Any]] = []
         async with self._transaction(claim or "BEGIN") as (session, status):
             if claim is not None:
-                if status != f"INSERT 0 {len({e.id for e in envelopes})}":
-                    raise _SeenBefore
                 fresh = {e.id for e in envelopes}
+                if status != f"INSERT 0 {len(fresh)}":
+                    raise _SeenBefore
             else:
                 rows = await session.execute(
                     _CLAIM_MANY,
@@ -327,11 +327,12 @@ class EventConsumer:
         is ours; every value is quoted by `_literal` all the same."""
         if _HELD.get() is None or len(envelopes) > self.CLAIM_WITH_BEGIN_MAX:
             return None
+        group = _literal(self.group_id)
         values = []
         for e in envelopes:
             if not (e.id.isprintable() and len(e.id) <= 200):
                 return None
-            values.append(f"({_literal(self.group_id)}, {_literal(e.id)}, {_literal(e.type)}, 'handled')")
+            values.append(f"({group}, {_literal(e.id)}, {_literal(e.type)}, 'handled')")
         return (
             "BEGIN; INSERT INTO inbox (consumer_group, event_id, event_type, outcome) "
             f"VALUES {', '.join(values)} ON CONFLICT DO NOTHING"

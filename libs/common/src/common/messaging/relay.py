@@ -222,10 +222,8 @@ class OutboxRelay:
             # Roll back (the rows stay unpublished for the next pass); a connection in an
             # unknown state is dropped instead, which rolls back just the same.
             if lane.conn is not None:
-                try:
+                with contextlib.suppress(BaseException):  # end() drops what it cannot roll back
                     await asyncio.wait_for(lane.end("ROLLBACK"), 5)
-                except BaseException:  # noqa: BLE001 - end() dropped the connection
-                    lane.drop()
             raise
         lane.commit = asyncio.create_task(self._commit(lane, rows), name="outbox-commit")
         self._next_lane = 1 - self._next_lane
